@@ -1,0 +1,1 @@
+"""The four Mention Router services, the command line and the one-process runner."""

@@ -1,0 +1,1 @@
+"""The REST API over stored mentions, queues and sources."""

@@ -1,0 +1,39 @@
+"""The API's composition: settings, database engine, routes, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.routes import router, v1
+from shared.db import create_engine, session_factory
+from shared.settings import Settings
+
+DESCRIPTION = """
+Mention Router routes what the world writes about a company to the department that should act.
+This API serves the departments' tools: their queues, the mentions routed to them, and the sources.
+"""
+
+
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> FastAPI:
+    """The FastAPI app. With `engine` the caller owns the engine; otherwise the app's lifespan does."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = engine is None
+        db = engine or create_engine(settings.database_url, pool_size=settings.database_pool_size)
+        app.state.settings = settings
+        app.state.sessions = session_factory(db)
+        try:
+            yield
+        finally:
+            if own:
+                await db.dispose()
+
+    app = FastAPI(title="Mention Router", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.include_router(router)
+    app.include_router(v1)
+    return app

@@ -1,0 +1,95 @@
+"""API models: the shapes the REST API reads and writes (never ORM rows, never bus events)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+
+class AssignmentPublic(BaseModel):
+    department: str
+    priority: str
+    status: str
+    sla_due_at: datetime
+    assignee: str | None
+    rules: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class MentionPublic(BaseModel):
+    id: str
+    source_id: str
+    source_name: str
+    kind: str
+    url: str
+    title: str
+    text: str
+    author: str
+    published_at: datetime
+    in_reply_to: str | None
+    ingested_at: datetime
+    routed_at: datetime
+    sentiment: str
+    sentiment_score: float
+    language: str
+    topics: list[str]
+    classification: dict[str, Any]
+    assignments: list[AssignmentPublic]
+
+
+class MentionPage(BaseModel):
+    items: list[MentionPublic]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )
+
+
+class QueueCounts(BaseModel):
+    department: str
+    total: int
+    by_status: dict[str, int]
+
+
+class Queues(BaseModel):
+    departments: list[QueueCounts]
+
+
+class SourceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    url: AnyHttpUrl
+    kind: Literal["feed", "comments"] = "feed"
+    influence: int = Field(default=1, ge=1, le=3, description="The source's reach: 1 low .. 3 high.")
+    poll_interval_seconds: int = Field(default=300, ge=1, le=86_400)
+    language: str | None = Field(default=None, min_length=2, max_length=8)
+    enabled: bool = True
+
+
+class SourcePublic(BaseModel):
+    id: str
+    name: str
+    url: str
+    kind: str
+    enabled: bool
+    influence: int
+    poll_interval_seconds: int
+    language: str | None
+    created_at: datetime
+    last_polled_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+    items_seen: int
+
+
+class SourceList(BaseModel):
+    items: list[SourcePublic]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

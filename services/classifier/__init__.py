@@ -1,0 +1,1 @@
+"""Classifier: labels topics, sentiment and language, publishes `mentions.classified`."""

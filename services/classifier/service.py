@@ -1,0 +1,53 @@
+"""Classifier: `mentions.raw` → labels → `mentions.classified`, committing after the publish is acked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from shared.bus import Bus, Record
+from shared.bus.codec import decode, encode
+from shared.classify import Engine
+from shared.events import MentionClassified, MentionIngested
+from shared.settings import Settings
+from shared.stage import BatchResult, Stage
+
+_CE_SOURCE = "/mention-router/classifier"
+
+
+class ClassifierService:
+    def __init__(self, *, settings: Settings, bus: Bus, engine: Engine) -> None:
+        self._settings = settings
+        self._bus = bus
+        self.engine = engine
+        self.stage = Stage(
+            name="classifier",
+            bus=bus,
+            consumer=bus.consumer([settings.topic_raw], group_id=settings.group("classifier")),
+            handler=self.handle,
+            dlq_topic=settings.topic_dlq,
+            max_records=settings.consumer_max_records,
+            max_attempts=settings.max_attempts,
+        )
+
+    async def handle(self, records: Sequence[Record]) -> BatchResult:
+        result = BatchResult()
+        topic = self._settings.topic_classified
+        for record in records:
+            try:
+                event = decode(record, MentionIngested)
+                classification = self.engine.classify(event.mention)
+            except Exception as exc:  # noqa: BLE001 - a record that cannot be classified is dead-lettered
+                result.dead.append((record, exc))
+                continue
+            out = MentionClassified(
+                mention=event.mention, ingested_at=event.ingested_at, classification=classification
+            )
+            result.out.append(encode(topic=topic, key=event.mention.id, event=out, source=_CE_SOURCE))
+        return result
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._bus.ensure_topics(
+            [self._settings.topic_raw, self._settings.topic_classified, self._settings.topic_dlq]
+        )
+        await self.stage.run(stop)

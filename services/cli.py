@@ -1,0 +1,133 @@
+"""`mention-router`: the command line. The one place, with the embedded runner, that assembles services."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.errors import ConfigError, is_transient
+from shared.logs import setup_logging
+from shared.settings import Settings
+
+log = logging.getLogger("mention_router")
+
+
+async def _serve_stage(name: str, settings: Settings) -> None:
+    """Run one of ingest, classifier, router against the configured bus and database until SIGTERM."""
+    from services.embedded import install_stop_signals
+    from shared.bus import build_bus
+    from shared.db import create_engine
+
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    bus = build_bus(settings)
+    delay = 0.5
+    while True:
+        try:
+            await bus.start()
+            break
+        except Exception as exc:
+            if not is_transient(exc) or stop.is_set():
+                raise
+            log.warning("%s: bus not reachable (%s); retrying in %.1fs", name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    try:
+        if name == "ingest":
+            from services.ingest.bootstrap import build as build_ingest
+
+            await build_ingest(settings, bus=bus, engine=engine).run(stop)
+        elif name == "classifier":
+            from services.classifier.bootstrap import build as build_classifier
+
+            await build_classifier(settings, bus=bus).run(stop)
+        else:
+            from services.router.bootstrap import build as build_router
+
+            await build_router(settings, bus=bus, engine=engine).run(stop)
+    finally:
+        await bus.stop()
+        await engine.dispose()
+    log.info("%s stopped", name)
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from services.embedded import EXAMPLE_SOURCES, embedded_settings, install_stop_signals, run_embedded
+
+    settings = embedded_settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        sources = None if args.no_examples else EXAMPLE_SOURCES
+        await run_embedded(settings, stop=stop, sources_file=sources)
+
+    asyncio.run(main())
+    log.info("stopped")
+
+
+def _cmd_api(settings: Settings) -> None:
+    import uvicorn
+
+    from services.api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+def _cmd_sources_import(settings: Settings, path: Path) -> None:
+    from services.embedded import import_sources
+
+    created, existing = asyncio.run(import_sources(settings, path))
+    print(f"{created} source(s) registered, {existing} already there")  # noqa: T201
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mention-router", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run", help="all four services in one process (in-memory bus, SQLite, example feeds)"
+    )
+    run.add_argument("--no-examples", action="store_true", help="do not register the bundled example feeds")
+    for name in ("ingest", "classifier", "router"):
+        sub.add_parser(name, help=f"run the {name} service (Kafka and the configured database)")
+    sub.add_parser("api", help="serve the REST API")
+    sub.add_parser("migrate", help="bring the database schema up to date (run before the services)")
+    sources = sub.add_parser("sources", help="manage sources")
+    sources_sub = sources.add_subparsers(dest="sources_command", required=True)
+    imp = sources_sub.add_parser("import", help="register the sources listed in a YAML file")
+    imp.add_argument("file", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    setup_logging(settings.log_level, json_lines=settings.log_json)
+    try:
+        if args.command == "run":
+            _cmd_run(args)
+        elif args.command in ("ingest", "classifier", "router"):
+            asyncio.run(_serve_stage(args.command, settings))
+        elif args.command == "api":
+            _cmd_api(settings)
+        elif args.command == "migrate":
+            from shared.db import migrate
+
+            asyncio.run(migrate(settings.database_url))
+            log.info("database is at the latest schema")
+        elif args.command == "sources":
+            _cmd_sources_import(settings, args.file)
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

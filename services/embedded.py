@@ -1,0 +1,114 @@
+"""The embedded default: the four services in one process on the in-memory bus and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from services.api.app import create_app
+from services.classifier import bootstrap as classifier_bootstrap
+from services.ingest import bootstrap as ingest_bootstrap
+from services.router import bootstrap as router_bootstrap
+from shared.bus import MemoryBroker, MemoryBus
+from shared.db import create_engine, migrate, session_factory
+from shared.settings import REPO_ROOT, BusKind, Settings
+from shared.sources import add_source, load_sources_file
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_SOURCES = REPO_ROOT / "examples" / "sources.yaml"
+
+
+class _Server(uvicorn.Server):
+    # The runner owns SIGINT/SIGTERM and stops every service, the API among them.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def embedded_settings(**overrides: object) -> Settings:
+    base = Settings()
+    values: dict[str, object] = {"bus": BusKind.MEMORY, "ingest_allow_file_urls": True}
+    values.update(overrides)
+    return base.model_copy(update=values)
+
+
+async def import_sources(settings: Settings, path: Path) -> tuple[int, int]:
+    """Register the sources listed in `path`; returns (created, already there)."""
+    engine = create_engine(settings.database_url)
+    created = existing = 0
+    try:
+        async with session_factory(engine)() as session:
+            for spec in load_sources_file(path):
+                _, new = await add_source(session, spec)
+                created += new
+                existing += not new
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return created, existing
+
+
+async def run_embedded(
+    settings: Settings,
+    *,
+    stop: asyncio.Event,
+    sources_file: Path | None = EXAMPLE_SOURCES,
+    serve_api: bool = True,
+    broker: MemoryBroker | None = None,
+) -> None:
+    """Migrate, register the example sources, run ingest, classifier, router and the API until `stop`."""
+    await migrate(settings.database_url)
+    if sources_file is not None:
+        created, existing = await import_sources(settings, sources_file)
+        log.info("sources from %s: %d registered, %d already there", sources_file, created, existing)
+    bus = MemoryBus(broker or MemoryBroker(partitions=settings.topic_partitions))
+    engine = create_engine(settings.database_url)
+    ingest = ingest_bootstrap.build(settings, bus=bus, engine=engine)
+    classifier = classifier_bootstrap.build(settings, bus=bus)
+    router = router_bootstrap.build(settings, bus=bus, engine=engine)
+    tasks = [
+        asyncio.create_task(ingest.run(stop), name="ingest"),
+        asyncio.create_task(classifier.run(stop), name="classifier"),
+        asyncio.create_task(router.run(stop), name="router"),
+    ]
+    server: _Server | None = None
+    if serve_api:
+        app = create_app(settings, engine=engine)
+        server = _Server(
+            uvicorn.Config(
+                app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on"
+            )
+        )
+        tasks.append(asyncio.create_task(server.serve(), name="api"))
+        log.info("API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
+    try:
+        done, _ = await asyncio.wait(
+            [*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done:
+            if task in tasks and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+            if task in tasks and task.get_name() == "api":
+                raise RuntimeError("the API server stopped (is the port in use?)")
+    finally:
+        stop.set()
+        if server is not None:
+            server.should_exit = True
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, result in zip(tasks, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("%s stopped with %s: %s", task.get_name(), type(result).__name__, result)
+        await engine.dispose()
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)

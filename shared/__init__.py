@@ -1,0 +1,1 @@
+"""Code every Mention Router service shares: settings, events, bus, database, domain logic."""

@@ -1,0 +1,101 @@
+"""The bus port: what every service needs from Kafka, and what the in-memory twin reproduces."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class CommitFailed(Exception):
+    """The group rebalanced before the commit: the batch will be delivered again (at-least-once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A message as a consumer receives it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """A message to produce."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Consumer(Protocol):
+    """A consumer-group member that yields batches and commits explicitly."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
+        """The next batch from the assigned partitions (possibly empty after the timeout)."""
+        ...
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        """Commit, per partition, the offset after the highest of `records`."""
+        ...
+
+    async def rewind(self) -> None:
+        """Go back to the committed offsets, so that an uncommitted batch is delivered again."""
+        ...
+
+
+class Bus(Protocol):
+    """Produce messages and create consumers; `send` returns once every message is acknowledged."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None: ...
+
+    async def send(self, messages: Sequence[OutMessage]) -> None: ...
+
+    def consumer(self, topics: Sequence[str], *, group_id: str) -> Consumer: ...
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2 of the key bytes), so both buses place keys alike."""
+    data = key.encode()
+    length = len(data)
+    seed = 0x9747B28C
+    m = 0x5BD1E995
+    r = 24
+    h = (seed ^ length) & 0xFFFFFFFF
+    length4 = length // 4
+    for i in range(length4):
+        i4 = i * 4
+        k = (data[i4] & 0xFF) + ((data[i4 + 1] & 0xFF) << 8)
+        k += ((data[i4 + 2] & 0xFF) << 16) + ((data[i4 + 3] & 0xFF) << 24)
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = (h * m) & 0xFFFFFFFF
+        h ^= k
+    extra = length % 4
+    index = length & ~3
+    if extra >= 3:
+        h ^= (data[index + 2] & 0xFF) << 16
+    if extra >= 2:
+        h ^= (data[index + 1] & 0xFF) << 8
+    if extra >= 1:
+        h ^= data[index] & 0xFF
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions

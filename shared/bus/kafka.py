@@ -1,0 +1,151 @@
+"""The Kafka bus (aiokafka): idempotent producer with acks=all, consumers that commit explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from shared.bus.base import CommitFailed, OutMessage, Record
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class KafkaConsumer:
+    def __init__(self, settings: Settings, topics: Sequence[str], group_id: str) -> None:
+        self._topics = list(topics)
+        self._consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id=f"{settings.kafka_client_id}.{group_id}",
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=settings.consumer_max_records,
+            fetch_max_wait_ms=100,
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
+        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        out: list[Record] = []
+        for records in batches.values():
+            for r in records:
+                out.append(
+                    Record(
+                        topic=r.topic,
+                        partition=r.partition,
+                        offset=r.offset,
+                        key=r.key.decode("utf-8", "replace") if r.key is not None else "",
+                        value=r.value if r.value is not None else b"",
+                        headers={k: v.decode("utf-8", "replace") for k, v in (r.headers or ())},
+                        timestamp_ms=r.timestamp,
+                    )
+                )
+        return out
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            raise CommitFailed(str(exc)) from exc
+
+    async def rewind(self) -> None:
+        for tp in self._consumer.assignment():
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
+
+class KafkaBus:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            client_id=self._settings.kafka_client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=self._settings.producer_linger_ms,
+            max_batch_size=self._settings.producer_max_batch_size,
+            max_request_size=4 * 1024 * 1024,
+            request_timeout_ms=30_000,
+        )
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            client_id=f"{self._settings.kafka_client_id}.admin",
+        )
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [t for t in topics if t not in existing]
+            if not missing:
+                return
+            response: Any = await admin.create_topics(
+                [
+                    NewTopic(
+                        name=t,
+                        num_partitions=self._settings.topic_partitions,
+                        replication_factor=self._settings.topic_replication_factor,
+                    )
+                    for t in missing
+                ]
+            )
+            for error in response.topic_errors:
+                topic, code = error[0], error[1]
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"could not create Kafka topic {topic!r}: error code {code}")
+            log.info("created topics %s", ", ".join(missing))
+        finally:
+            await admin.close()
+
+    async def send(self, messages: Sequence[OutMessage]) -> None:
+        if self._producer is None:
+            raise RuntimeError("the Kafka bus is not started")
+        producer = self._producer
+        futures = [
+            await producer.send(
+                m.topic,
+                value=m.value,
+                key=m.key.encode(),
+                headers=[(k, v.encode()) for k, v in m.headers.items()],
+            )
+            for m in messages
+        ]
+        # Returns once every message is acknowledged by all in-sync replicas (acks=all).
+        await asyncio.gather(*futures)
+
+    def consumer(self, topics: Sequence[str], *, group_id: str) -> KafkaConsumer:
+        return KafkaConsumer(self._settings, topics, group_id)

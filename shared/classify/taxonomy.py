@@ -1,0 +1,107 @@
+"""The topic taxonomy (YAML) and its one-pass matcher."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.errors import ConfigError
+from shared.settings import DEPARTMENTS
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    department: str
+    terms: tuple[str, ...]
+    regexes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TopicMatch:
+    topic: str
+    hits: tuple[str, ...]
+
+
+class Taxonomy:
+    """Topics with their terms, compiled into one alternation so that a text is scanned once."""
+
+    def __init__(self, topics: list[Topic], version: str = "1") -> None:
+        if not topics:
+            raise ConfigError("the taxonomy defines no topics")
+        self.topics = {t.name: t for t in topics}
+        self.version = version
+        self._term_topics: dict[str, list[str]] = {}
+        for topic in topics:
+            for term in topic.terms:
+                self._term_topics.setdefault(_norm(term), []).append(topic.name)
+        # Longest terms first so that "price increase" wins over "price" at the same position.
+        alternation = "|".join(re.escape(t) for t in sorted(self._term_topics, key=len, reverse=True))
+        self._terms_re = re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE)
+        self._regexes = [
+            (topic.name, re.compile(rx, re.IGNORECASE)) for topic in topics for rx in topic.regexes
+        ]
+
+    def match(self, text: str) -> list[TopicMatch]:
+        hits: dict[str, list[str]] = {}
+        for m in self._terms_re.finditer(text):
+            term = _norm(m.group(0))
+            for topic in self._term_topics.get(term, ()):
+                hits.setdefault(topic, []).append(term)
+        for topic, rx in self._regexes:
+            for m in rx.finditer(text):
+                hits.setdefault(topic, []).append(m.group(0))
+        return [TopicMatch(topic=t, hits=tuple(dict.fromkeys(h))) for t, h in hits.items()]
+
+    @classmethod
+    def from_file(cls, path: Path) -> Taxonomy:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read taxonomy file {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"taxonomy file {path} is not valid YAML: {exc}") from exc
+        return cls.from_dict(data, where=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = "taxonomy") -> Taxonomy:
+        if not isinstance(data, dict) or not isinstance(data.get("topics"), dict):
+            raise ConfigError(f"{where}: expected a mapping with a `topics` mapping")
+        topics: list[Topic] = []
+        for name, spec in data["topics"].items():
+            at = f"{where}: topic {name!r}"
+            if not isinstance(spec, dict):
+                raise ConfigError(f"{at}: expected a mapping")
+            department = spec.get("department")
+            if department not in DEPARTMENTS:
+                raise ConfigError(f"{at}: department {department!r} is not one of {', '.join(DEPARTMENTS)}")
+            terms = spec.get("terms", [])
+            regexes = spec.get("regexes", [])
+            if not isinstance(terms, list) or not all(isinstance(t, str | int) for t in terms):
+                raise ConfigError(f"{at}: `terms` must be a list of strings")
+            if not isinstance(regexes, list) or not all(isinstance(r, str) for r in regexes):
+                raise ConfigError(f"{at}: `regexes` must be a list of strings")
+            for rx in regexes:
+                try:
+                    re.compile(rx)
+                except re.error as exc:
+                    raise ConfigError(f"{at}: regex {rx!r} does not compile: {exc}") from exc
+            if not terms and not regexes:
+                raise ConfigError(f"{at}: needs at least one term or regex")
+            topics.append(
+                Topic(
+                    name=str(name),
+                    department=department,
+                    terms=tuple(str(t) for t in terms),
+                    regexes=tuple(regexes),
+                )
+            )
+        return cls(topics, version=str(data.get("version", "1")))
+
+
+def _norm(term: str) -> str:
+    return " ".join(str(term).lower().split()).replace("\u2019", "'")

@@ -1,0 +1,17 @@
+"""The database layer: ORM rows, engines, migrations."""
+
+from shared.db.engine import create_engine, insert_ignore, migrate, session_factory
+from shared.db.models import AssignmentRow, Base, MentionRow, MentionTopicRow, SeenEntryRow, SourceRow
+
+__all__ = [
+    "AssignmentRow",
+    "Base",
+    "MentionRow",
+    "MentionTopicRow",
+    "SeenEntryRow",
+    "SourceRow",
+    "create_engine",
+    "insert_ignore",
+    "migrate",
+    "session_factory",
+]

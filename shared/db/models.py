@@ -1,0 +1,145 @@
+"""ORM rows. Never the wire format: events and API models have their own shapes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every backend (SQLite stores them without a zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UtcDateTime column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON(), list[Any]: JSON()}
+
+
+class SourceRow(Base):
+    __tablename__ = "sources"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    kind: Mapped[str] = mapped_column(String(20), default="feed")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    poll_interval_s: Mapped[int] = mapped_column(Integer, default=300)
+    influence: Mapped[int] = mapped_column(Integer, default=1)
+    language: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    etag: Mapped[str | None] = mapped_column(String(500))
+    last_modified: Mapped[str | None] = mapped_column(String(100))
+    last_polled_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    items_seen: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SeenEntryRow(Base):
+    """Entries ingest has published, so that a re-poll publishes nothing twice."""
+
+    __tablename__ = "seen_entries"
+
+    mention_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), index=True)
+    first_seen_at: Mapped[datetime]
+
+
+class MentionRow(Base):
+    __tablename__ = "mentions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source_id: Mapped[str] = mapped_column(String(64), index=True)
+    source_name: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(20))
+    url: Mapped[str] = mapped_column(String(2000), default="")
+    title: Mapped[str] = mapped_column(Text, default="")
+    text: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(300), default="")
+    published_at: Mapped[datetime]
+    in_reply_to: Mapped[str | None] = mapped_column(String(2000))
+    ingested_at: Mapped[datetime]
+    classified_at: Mapped[datetime]
+    routed_at: Mapped[datetime]
+    sentiment: Mapped[str] = mapped_column(String(16), index=True)
+    sentiment_score: Mapped[float] = mapped_column(Float)
+    language: Mapped[str] = mapped_column(String(8))
+    topics: Mapped[list[Any]]
+    classification: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_mentions_routed_at_id", "routed_at", "id"),)
+
+
+class MentionTopicRow(Base):
+    __tablename__ = "mention_topics"
+
+    mention_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("mentions.id", ondelete="CASCADE"), primary_key=True
+    )
+    topic: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (Index("ix_mention_topics_topic_mention", "topic", "mention_id"),)
+
+
+class AssignmentRow(Base):
+    """One per (mention, department): the department's own copy of the work."""
+
+    __tablename__ = "assignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    mention_id: Mapped[str] = mapped_column(String(64), ForeignKey("mentions.id", ondelete="CASCADE"))
+    department: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[str] = mapped_column(String(4))
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    sla_due_at: Mapped[datetime]
+    assignee: Mapped[str | None] = mapped_column(String(200))
+    rules: Mapped[list[Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("mention_id", "department", name="uq_assignments_mention_department"),
+        Index("ix_assignments_department_status", "department", "status"),
+    )

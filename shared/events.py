@@ -1,0 +1,133 @@
+"""Event models carried on the bus. Past tense, frozen, versioned.
+
+The ORM rows (shared.db.models) and the API models (services.api.schemas) are separate shapes;
+an event is only ever the wire format between services.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+_MENTION_NAMESPACE = uuid.UUID("6f1c3a2e-6d0b-4a47-9d55-3a5f0c1e8b21")
+
+
+def mention_id(source_id: str, entry_key: str) -> str:
+    """Deterministic id from the source and the entry's guid or canonical URL.
+
+    A re-polled or replayed entry gets the same id, which every consumer uses to stay idempotent.
+    """
+    return uuid.uuid5(_MENTION_NAMESPACE, f"{source_id}\n{entry_key.strip()}").hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MentionKind(StrEnum):
+    POST = "post"
+    COMMENT = "comment"
+
+
+class Sentiment(StrEnum):
+    POSITIVE = "positive"
+    NEUTRAL = "neutral"
+    NEGATIVE = "negative"
+
+
+class Department(StrEnum):
+    MARKETING = "marketing"
+    PR = "pr"
+    SUPPORT = "support"
+    RND = "rnd"
+    PRODUCT = "product"
+
+
+class Priority(StrEnum):
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+    P4 = "P4"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Mention(_Frozen):
+    """The content of a mention as ingest normalised it."""
+
+    id: str = Field(min_length=1, max_length=64)
+    source_id: str = Field(min_length=1, max_length=64)
+    source_name: str = ""
+    kind: MentionKind = MentionKind.POST
+    url: str = ""
+    title: str = ""
+    text: str = ""
+    author: str = ""
+    published_at: AwareDatetime
+    in_reply_to: str | None = None
+    language_hint: str | None = None
+    influence: int = Field(default=1, ge=1, le=3)
+
+
+class TopicLabel(_Frozen):
+    name: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    evidence: list[str] = Field(default_factory=list)
+
+
+class Classification(_Frozen):
+    sentiment: Sentiment
+    sentiment_score: float = Field(ge=-1.0, le=1.0)
+    sentiment_confidence: float = Field(ge=0.0, le=1.0)
+    sentiment_evidence: list[str] = Field(default_factory=list)
+    topics: list[TopicLabel] = Field(default_factory=list)
+    language: str = "und"
+    engine: str
+    engine_version: str
+
+
+class Assignment(_Frozen):
+    department: Department
+    priority: Priority
+    sla_minutes: int = Field(ge=1)
+    rules: list[str] = Field(default_factory=list)
+
+
+class MentionIngested(_Frozen):
+    type: Literal["mention.ingested"] = "mention.ingested"
+    schema_version: int = SCHEMA_VERSION
+    mention: Mention
+    ingested_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class MentionClassified(_Frozen):
+    type: Literal["mention.classified"] = "mention.classified"
+    schema_version: int = SCHEMA_VERSION
+    mention: Mention
+    ingested_at: AwareDatetime
+    classification: Classification
+    classified_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class MentionRouted(_Frozen):
+    """Published once per chosen department on `mentions.routed.<department>`."""
+
+    type: Literal["mention.routed"] = "mention.routed"
+    schema_version: int = SCHEMA_VERSION
+    mention: Mention
+    classification: Classification
+    department: Department
+    assignment: Assignment
+    all_departments: list[Department]
+    ingested_at: AwareDatetime
+    routed_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+Event = MentionIngested | MentionClassified | MentionRouted
