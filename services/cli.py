@@ -71,12 +71,21 @@ def _cmd_run(args: argparse.Namespace) -> None:
     log.info("stopped")
 
 
-def _cmd_api(settings: Settings) -> None:
+async def _serve_api(settings: Settings) -> None:
     import uvicorn
 
     from services.api.app import create_app
+    from services.embedded import QuietSignalsServer, install_stop_signals
 
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    server = QuietSignalsServer(
+        uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+    )
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    serving = asyncio.create_task(server.serve())
+    await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await serving
 
 
 def _cmd_sources_import(settings: Settings, path: Path) -> None:
@@ -114,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command in ("ingest", "classifier", "router"):
             asyncio.run(_serve_stage(args.command, settings))
         elif args.command == "api":
-            _cmd_api(settings)
+            asyncio.run(_serve_api(settings))
         elif args.command == "migrate":
             from shared.db import migrate
 

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 EXAMPLE_SOURCES = REPO_ROOT / "examples" / "sources.yaml"
 
 
-class _Server(uvicorn.Server):
-    # The runner owns SIGINT/SIGTERM and stops every service, the API among them.
+class QuietSignalsServer(uvicorn.Server):
+    # The runner owns SIGINT/SIGTERM and stops every service, the API among them (uvicorn's own
+    # handling would re-raise the signal after shutdown and end the process with -15).
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
@@ -78,10 +79,10 @@ async def run_embedded(
         asyncio.create_task(classifier.run(stop), name="classifier"),
         asyncio.create_task(router.run(stop), name="router"),
     ]
-    server: _Server | None = None
+    server: QuietSignalsServer | None = None
     if serve_api:
         app = create_app(settings, engine=engine)
-        server = _Server(
+        server = QuietSignalsServer(
             uvicorn.Config(
                 app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on"
             )

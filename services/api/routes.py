@@ -175,7 +175,7 @@ async def queues(session: SessionDep) -> Queues:
         )
     )
     counts: dict[str, dict[str, int]] = {d: {} for d in DEPARTMENTS}
-    for department, state, n in rows.tuples():
+    for department, state, n in rows:
         counts.setdefault(department, {})[state] = int(n)
     return Queues(
         departments=[

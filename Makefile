@@ -1,0 +1,62 @@
+# Mention Router — the commands developers and CI use. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install run lint fmt test test-unit services-up services-down services-status lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the pinned dependencies
+
+run: install ## all four services in one process: in-memory bus, SQLite, example feeds, API on :8000
+	$(BIN)/mention-router run
+
+lint: install ## ruff format check, ruff lint, mypy --strict
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy services shared
+
+fmt: install ## format and auto-fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Kafka and PostgreSQL come from MR_KAFKA_BOOTSTRAP_SERVERS / MR_DATABASE_URL when set, from
+# testcontainers when a Docker engine answers, and otherwise from the scripts in deploy/local/.
+test: install ## lint, then every test (unit, integration, e2e) against a real Kafka and PostgreSQL
+	@set -e; \
+	if ! docker info >/dev/null 2>&1; then \
+	  if [ -z "$${MR_KAFKA_BOOTSTRAP_SERVERS:-}" ]; then deploy/local/kafka.sh start; eval "$$(deploy/local/kafka.sh env)"; fi; \
+	  if [ -z "$${MR_DATABASE_URL:-}" ]; then deploy/local/postgres.sh start; eval "$$(deploy/local/postgres.sh env)"; fi; \
+	fi; \
+	$(MAKE) --no-print-directory lint; \
+	$(BIN)/pytest
+
+test-unit: install ## the fast unit tests only (no broker, no database)
+	$(BIN)/pytest tests/unit
+
+services-up: ## start the local Kafka and PostgreSQL (idempotent)
+	deploy/local/services.sh up
+
+services-down: ## stop what services-up started
+	deploy/local/services.sh down
+
+services-status:
+	deploy/local/services.sh status
+
+lock: install ## re-pin constraints.txt from the current environment
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
+
+clean: ## remove the virtualenv and the embedded database
+	rm -rf $(VENV) var

@@ -1,0 +1,222 @@
+"""The foundation's proof: the four services as separate processes on real Kafka and PostgreSQL.
+
+500 feed entries served by a local HTTP server reach the database with their assignments, appear on
+the right `mentions.routed.<department>` topics and come back from the API; polling again duplicates
+nothing; SIGTERM stops every process cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
+from shared.settings import DEPARTMENTS, REPO_ROOT
+from tests.conftest import KafkaEnv, _create_database, _drop_database
+from tests.support.feedserver import FeedServer, feed_server
+from tests.support.kafka import end_offsets_total, read_topics
+from tests.support.scenario import (
+    assert_api_agrees,
+    expected_assignments,
+    register_sources,
+    serve_feeds,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
+
+FEEDS, PER_FEED = 5, 100
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def empty_pg_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """A fresh database with no schema: the test runs `mention-router migrate` itself."""
+    name = f"mr_e2e_{uuid.uuid4().hex[:12]}"
+    url = await _create_database(postgres_server_url, name)
+    yield url
+    await _drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    with feed_server() as fs:
+        yield fs
+
+
+class Processes:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._files: list[BinaryIO] = []
+
+    def start(self, name: str) -> None:
+        log = (self.logs / f"{name}.log").open("wb")
+        self._files.append(log)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        text = (self.logs / f"{name}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop_all(self, timeout: float = 15.0) -> dict[str, int | None]:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        codes: dict[str, int | None] = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                codes[name] = None
+        for f in self._files:
+            f.close()
+        return codes
+
+
+async def test_four_processes_route_every_entry_once(
+    kafka: KafkaEnv, empty_pg_url: str, server: FeedServer, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MR_BUS": "kafka",
+        "MR_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
+        "MR_TOPIC_PREFIX": kafka.prefix,
+        "MR_DATABASE_URL": empty_pg_url,
+        "MR_API_PORT": str(port),
+        "MR_INGEST_SOURCES_REFRESH_S": "0.5",
+        "PYTHONUNBUFFERED": "1",
+    }
+    migrate = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", "migrate"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert migrate.returncode == 0, migrate.stderr.decode()
+
+    feeds = serve_feeds(server, feeds=FEEDS, per_feed=PER_FEED)
+    procs = Processes(env, tmp_path)
+    for name in ("api", "router", "classifier", "ingest"):
+        procs.start(name)
+    engine = create_engine(empty_pg_url)
+    sessions = session_factory(engine)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+
+            async def api_ready() -> bool:
+                procs.check_alive()
+                try:
+                    return (await api.get("/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(api_ready, within=60, what="the API to be ready")
+            await register_sources(api, server, feeds)
+            expected = expected_assignments(feeds)
+            assert len(expected) == FEEDS * PER_FEED
+            total_assignments = sum(len(d) for d in expected.values())
+
+            async def counts() -> tuple[int, int]:
+                async with sessions() as s:
+                    mentions = await s.scalar(select(func.count()).select_from(MentionRow))
+                    assignments = await s.scalar(select(func.count()).select_from(AssignmentRow))
+                return int(mentions or 0), int(assignments or 0)
+
+            async def all_stored() -> bool:
+                procs.check_alive()
+                return await counts() == (len(expected), total_assignments)
+
+            await wait_for(all_stored, within=180, what=f"{len(expected)} mentions in PostgreSQL")
+
+            # The database: exactly the expected mentions, each with exactly its departments.
+            async with sessions() as s:
+                stored = {m for m in (await s.scalars(select(MentionRow.id))).all()}
+                pairs = (await s.execute(select(AssignmentRow.mention_id, AssignmentRow.department))).all()
+            assert stored == set(expected)
+            by_mention: dict[str, set[str]] = {}
+            for mention, department in pairs:
+                by_mention.setdefault(mention, set()).add(department)
+            assert by_mention == {k: set(v) for k, v in expected.items()}
+
+            # The department topics: every assignment, on its own department's topic, with CloudEvents.
+            topics = [f"{kafka.prefix}mentions.routed.{d}" for d in DEPARTMENTS]
+            routed = await read_topics(kafka.bootstrap, topics)
+            seen = {(r.key.decode(), r.topic.rsplit(".", 1)[1]) for r in routed}
+            assert seen == {(m, d) for m, ds in expected.items() for d in ds}
+            headers = dict(routed[0].headers)
+            assert headers["ce_specversion"] == b"1.0"
+            assert headers["ce_type"] == b"io.mentionrouter.mention.routed.v1"
+            assert {"ce_id", "ce_source", "ce_time", "content-type"} <= headers.keys()
+
+            # The API returns all of them, with the same assignments.
+            await assert_api_agrees(api, expected)
+
+            # Polling again publishes nothing new: wait for two more polls of every source.
+            raw_before = await end_offsets_total(kafka.bootstrap, f"{kafka.prefix}mentions.raw")
+            assert raw_before == len(expected)
+            marker = time.time()
+
+            async def polled_twice_more() -> bool:
+                procs.check_alive()
+                sources = (await api.get("/v1/sources")).json()["items"]
+                return all(
+                    s["last_polled_at"]
+                    and _ts(s["last_polled_at"]) > marker + 1.5
+                    and s["last_error"] is None
+                    for s in sources
+                )
+
+            await wait_for(polled_twice_more, within=60, what="every source to be polled again")
+            assert sum(server.not_modified.values()) > 0, "conditional GET never answered 304"
+            sources = (await api.get("/v1/sources")).json()["items"]
+            assert Counter(s["items_seen"] for s in sources) == Counter({PER_FEED: FEEDS})
+            assert await end_offsets_total(kafka.bootstrap, f"{kafka.prefix}mentions.raw") == raw_before
+            assert await counts() == (len(expected), total_assignments)
+    finally:
+        await engine.dispose()
+        codes = procs.stop_all()
+    assert codes == dict.fromkeys(codes, 0), {n: procs.tail(n) for n, c in codes.items() if c != 0}
+
+
+def _ts(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value).timestamp()
