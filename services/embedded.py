@@ -10,13 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy import delete, exists
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.app import create_app
 from services.classifier import bootstrap as classifier_bootstrap
 from services.ingest import bootstrap as ingest_bootstrap
 from services.router import bootstrap as router_bootstrap
 from shared.bus import MemoryBroker, MemoryBus
-from shared.db import create_engine, migrate, session_factory
+from shared.db import MentionRow, SeenEntryRow, create_engine, migrate, session_factory
 from shared.settings import REPO_ROOT, BusKind, Settings
 from shared.sources import add_source, load_sources_file
 
@@ -63,22 +65,31 @@ async def run_embedded(
     sources_file: Path | None = EXAMPLE_SOURCES,
     serve_api: bool = True,
     broker: MemoryBroker | None = None,
+    drain_timeout_s: float = 10.0,
 ) -> None:
     """Migrate, register the example sources, run ingest, classifier, router and the API until `stop`."""
     await migrate(settings.database_url)
     if sources_file is not None:
         created, existing = await import_sources(settings, sources_file)
         log.info("sources from %s: %d registered, %d already there", sources_file, created, existing)
-    bus = MemoryBus(broker or MemoryBroker(partitions=settings.topic_partitions))
+    broker = broker or MemoryBroker(partitions=settings.topic_partitions)
+    bus = MemoryBus(broker)
     engine = create_engine(settings.database_url)
+    forgotten = await forget_unrouted(engine)
+    if forgotten:
+        log.info("%d entries were in flight when the last run ended; they will be fetched again", forgotten)
     ingest = ingest_bootstrap.build(settings, bus=bus, engine=engine)
     classifier = classifier_bootstrap.build(settings, bus=bus)
     router = router_bootstrap.build(settings, bus=bus, engine=engine)
-    tasks = [
-        asyncio.create_task(ingest.run(stop), name="ingest"),
-        asyncio.create_task(classifier.run(stop), name="classifier"),
-        asyncio.create_task(router.run(stop), name="router"),
+    # Ingest stops first; the classifier and router then drain what is in the in-memory bus, which does
+    # not outlive the process.
+    stop_pipeline = asyncio.Event()
+    ingest_task = asyncio.create_task(ingest.run(stop), name="ingest")
+    pipeline = [
+        asyncio.create_task(classifier.run(stop_pipeline), name="classifier"),
+        asyncio.create_task(router.run(stop_pipeline), name="router"),
     ]
+    tasks = [ingest_task, *pipeline]
     server: QuietSignalsServer | None = None
     if serve_api:
         app = create_app(settings, engine=engine)
@@ -100,6 +111,9 @@ async def run_embedded(
                 raise RuntimeError("the API server stopped (is the port in use?)")
     finally:
         stop.set()
+        await asyncio.gather(ingest_task, return_exceptions=True)
+        await _drain(broker, settings, within=drain_timeout_s)
+        stop_pipeline.set()
         if server is not None:
             server.should_exit = True
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -107,6 +121,32 @@ async def run_embedded(
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("%s stopped with %s: %s", task.get_name(), type(result).__name__, result)
         await engine.dispose()
+
+
+async def _drain(broker: MemoryBroker, settings: Settings, *, within: float) -> None:
+    """Wait until the classifier and the router have committed everything on the in-memory bus."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        lag = broker.lag(settings.group("classifier"), settings.topic_raw) + broker.lag(
+            settings.group("router"), settings.topic_classified
+        )
+        if lag == 0:
+            return
+        await asyncio.sleep(0.05)
+    log.warning("stopping with mentions still in flight; they will be fetched again on the next start")
+
+
+async def forget_unrouted(engine: AsyncEngine) -> int:
+    """Forget seen entries that never reached the database.
+
+    In one process the in-memory bus dies with the process, so an entry ingest published but the router
+    never stored (a crash, a kill) would otherwise be skipped forever as 'already seen'.
+    """
+    async with session_factory(engine)() as session, session.begin():
+        result = await session.execute(
+            delete(SeenEntryRow).where(~exists().where(MentionRow.id == SeenEntryRow.mention_id))
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:

@@ -102,6 +102,10 @@ def parse(body: bytes, source: SourceInfo, *, now: datetime) -> list[Mention]:
     parsed: Any = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
     if parsed.bozo and not parsed.entries:
         raise FeedError(f"not a readable feed: {parsed.get('bozo_exception')}")
+    if not parsed.entries and not parsed.get("version"):
+        # Well-formed but not RSS or Atom (an HTML page, an empty body): say so rather than report
+        # a healthy source with nothing new.
+        raise FeedError("not a feed: the document is neither RSS nor Atom")
     return [m for m in (normalise(e, source, now=now) for e in parsed.entries) if m is not None]
 
 

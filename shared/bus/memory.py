@@ -79,6 +79,11 @@ class MemoryBroker:
         """Every record of a topic, partition by partition (for tests and tools)."""
         return [r for p in self._topics.get(topic, []) for r in p]
 
+    def lag(self, group_id: str, topic: str) -> int:
+        """Records of `topic` the group has not committed yet."""
+        ends = self.end_offsets(topic)
+        return sum(end - self.committed(group_id, topic, p) for p, end in enumerate(ends))
+
     def committed(self, group_id: str, topic: str, partition: int) -> int:
         return self._groups.get(group_id, _Group()).committed.get((topic, partition), 0)
 

@@ -83,6 +83,10 @@ class Taxonomy:
             regexes = spec.get("regexes", [])
             if not isinstance(terms, list) or not all(isinstance(t, str | int) for t in terms):
                 raise ConfigError(f"{at}: `terms` must be a list of strings")
+            if any(not _norm(t) for t in terms):
+                # A blank term matches the empty string between any two non-word characters (the
+                # engine's "title. text" always has one), so the topic would label every mention.
+                raise ConfigError(f"{at}: `terms` contains a blank term")
             if not isinstance(regexes, list) or not all(isinstance(r, str) for r in regexes):
                 raise ConfigError(f"{at}: `regexes` must be a list of strings")
             for rx in regexes:

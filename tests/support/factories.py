@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from xml.sax.saxutils import escape
+
+from shared.classify import RuleEngine, Taxonomy
+from shared.events import Mention, MentionClassified, mention_id
+from shared.settings import Settings
 
 # Each template names the departments the default rules (config/routing.yaml) must give it when its
 # source has influence 1. The filler sentences below carry no taxonomy term, so they change nothing.
@@ -138,3 +143,27 @@ def atom(entries: list[Entry], *, title: str = "Test feed") -> bytes:
         f"<title>{escape(title)}</title><id>urn:test:{escape(title)}</id>"
         f"<updated>2026-11-01T00:00:00Z</updated>{items}</feed>"
     ).encode()
+
+
+def classified_event(i: int, *, text: str | None = None, influence: int = 1) -> MentionClassified:
+    """A MentionClassified as the classifier would publish it, for entry `i` of the templates."""
+    title, body, _ = TEMPLATES[i % len(TEMPLATES)]
+    mention = Mention(
+        id=mention_id("src-test", f"entry-{i}"),
+        source_id="src-test",
+        source_name="Test source",
+        title=title,
+        text=text if text is not None else body,
+        author="Dana Whitfield",
+        url=f"https://blog.example.net/{i}",
+        published_at=datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=i),
+        influence=influence,
+    )
+    return MentionClassified(
+        mention=mention, ingested_at=mention.published_at, classification=_engine().classify(mention)
+    )
+
+
+@functools.cache
+def _engine() -> RuleEngine:
+    return RuleEngine(Taxonomy.from_file(Settings().taxonomy_file))

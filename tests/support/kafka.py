@@ -50,3 +50,18 @@ async def end_offsets_total(bootstrap: str, topic: str) -> int:
         return sum(end.values())
     finally:
         await consumer.stop()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int:
+    """How many records of `topic` the consumer group has not committed yet."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    total = await end_offsets_total(bootstrap, topic)
+    done = sum(meta.offset for tp, meta in committed.items() if tp.topic == topic and meta.offset > 0)
+    return total - done
