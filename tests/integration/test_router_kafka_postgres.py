@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from services.router.bootstrap import build
 from shared.bus.base import OutMessage
@@ -22,6 +23,7 @@ from tests.conftest import KafkaEnv
 from tests.support.factories import classified_event
 from tests.support.kafka import group_lag, read_topics
 from tests.support.scenario import wait_for
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -135,3 +137,42 @@ async def test_replayed_events_change_nothing(settings: Settings, bus: KafkaBus)
     assert 2 * per_pass <= len(routed) <= 3 * per_pass
     # At-least-once on the topics, exactly once in the database.
     assert await _counts(settings.database_url) == (10, per_pass)
+
+
+async def test_database_outage_pauses_the_router_and_loses_nothing(settings: Settings, bus: KafkaBus) -> None:
+    url = make_url(settings.database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    via_proxy = settings.model_copy(
+        update={"database_url": url.set(port=proxy.port).render_as_string(hide_password=False)}
+    )
+    events = [classified_event(i) for i in range(40)]
+    messages = [
+        encode(topic=settings.topic_classified, key=e.mention.id, event=e, source="/t") for e in events
+    ]
+    per_mention = _expected(settings, events)
+    async with running_router(via_proxy, bus):
+        await bus.send(messages[:20])
+
+        async def first_half() -> bool:
+            return (await _counts(settings.database_url))[0] == 20
+
+        await wait_for(first_half, within=60, what="the first 20 mentions")
+        await proxy.cut()
+        await bus.send(messages[20:])
+        await asyncio.sleep(3)
+        # Nothing stored, nothing committed, nothing dead-lettered while the database is away.
+        assert (await _counts(settings.database_url))[0] == 20
+        lag = await group_lag(
+            settings.kafka_bootstrap_servers, settings.group("router"), settings.topic_classified
+        )
+        assert lag == 20
+        await proxy.restore()
+
+        async def everything() -> bool:
+            return await _counts(settings.database_url) == (40, per_mention)
+
+        await wait_for(everything, within=60, what="the router to resume after the outage")
+    dlq = await read_topics(settings.kafka_bootstrap_servers, [settings.topic_dlq])
+    assert dlq == []
+    await proxy.cut()
