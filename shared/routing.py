@@ -172,7 +172,7 @@ class RuleSet:
                 max_score=_number(when, "max_score", at),
                 kind_in=_names(when, "kind_in", at),
                 min_influence=_int(when, "min_influence", at),
-                stop=bool(raw.get("stop", False)),
+                stop=_bool(raw, "stop", at),
             )
             _validate(rule, topics, at)
             rules.append(rule)
@@ -206,7 +206,7 @@ def _target(raw: Any, at: str) -> Target:
     if priority not in {p.value for p in Priority}:
         raise ConfigError(f"{at}: priority {priority!r} is not one of P1..P4")
     sla = raw.get("sla_minutes", 1440)
-    if not isinstance(sla, int) or sla < 1:
+    if isinstance(sla, bool) or not isinstance(sla, int) or sla < 1:
         raise ConfigError(f"{at}: sla_minutes must be a positive whole number")
     return Target(department=Department(dept), priority=Priority(priority), sla_minutes=sla)
 
@@ -224,7 +224,7 @@ def _number(when: dict[str, Any], key: str, at: str) -> float | None:
     value = when.get(key)
     if value is None:
         return None
-    if not isinstance(value, int | float) or not -1 <= value <= 1:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
         raise ConfigError(f"{at}: `{key}` must be a number in [-1, 1]")
     return float(value)
 
@@ -233,6 +233,13 @@ def _int(when: dict[str, Any], key: str, at: str) -> int | None:
     value = when.get(key)
     if value is None:
         return None
-    if not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{at}: `{key}` must be a whole number")
+    return value
+
+
+def _bool(raw: dict[str, Any], key: str, at: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{at}: `{key}` must be true or false")
     return value

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from shared.bus.base import Bus, CommitFailed, Consumer, OutMessage, Record
-from shared.errors import is_transient
+from shared.errors import PoisonMessage, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ class Stage:
                 if is_transient(exc):
                     raise
                 last = exc
+                if isinstance(exc, PoisonMessage):
+                    break  # it will never succeed; no point in trying again
         if len(records) == 1:
             assert last is not None
             return BatchResult(dead=[(records[0], last)])

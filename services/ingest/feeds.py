@@ -152,7 +152,8 @@ def _published(entry: Any, now: datetime) -> datetime:
 
 
 def canonical_url(url: str) -> str:
-    """The URL without tracking parameters or a trailing fragment-only anchor."""
+    """The URL with its scheme and host lowercased and tracking parameters (utm_*, fbclid, …) removed.
+    The fragment stays: comments without a guid are often told apart only by `#comment-N`."""
     url = url.strip()
     if not url:
         return ""
@@ -193,7 +194,10 @@ def html_to_text(value: str) -> str:
     """Readable text from HTML: entities decoded, scripts and styles dropped, whitespace folded."""
     if "<" not in value and "&" not in value:
         return _WS.sub(" ", value).strip()
+    if "<" not in value:
+        return _WS.sub(" ", html.unescape(value)).strip()
     parser = _TextExtractor()
     parser.feed(value)
     parser.close()
-    return _WS.sub(" ", html.unescape("".join(parser.parts))).strip()
+    # convert_charrefs decoded the entities once; decoding again would turn "&amp;lt;" into "<".
+    return _WS.sub(" ", "".join(parser.parts)).strip()

@@ -64,7 +64,7 @@ class RuleEngine:
             TopicLabel(
                 name=m.topic,
                 confidence=min(0.95, 0.55 + 0.15 * (len(m.hits) - 1)),
-                evidence=[f"term:{h}" for h in m.hits[:10]],
+                evidence=[f"{'regex' if h in m.regex_hits else 'term'}:{h}" for h in m.hits[:10]],
             )
             for m in self.taxonomy.match(text[:TOPIC_MAX_CHARS])
         ]

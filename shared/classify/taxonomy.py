@@ -25,6 +25,7 @@ class Topic:
 class TopicMatch:
     topic: str
     hits: tuple[str, ...]
+    regex_hits: tuple[str, ...] = ()
 
 
 class Taxonomy:
@@ -47,7 +48,9 @@ class Taxonomy:
         ]
 
     def match(self, text: str) -> list[TopicMatch]:
+        text = text.replace("\u2019", "'")
         hits: dict[str, list[str]] = {}
+        regex_hits: dict[str, list[str]] = {}
         for m in self._terms_re.finditer(text):
             term = _norm(m.group(0))
             for topic in self._term_topics.get(term, ()):
@@ -55,7 +58,13 @@ class Taxonomy:
         for topic, rx in self._regexes:
             for m in rx.finditer(text):
                 hits.setdefault(topic, []).append(m.group(0))
-        return [TopicMatch(topic=t, hits=tuple(dict.fromkeys(h))) for t, h in hits.items()]
+                regex_hits.setdefault(topic, []).append(m.group(0))
+        return [
+            TopicMatch(
+                topic=t, hits=tuple(dict.fromkeys(h)), regex_hits=tuple(dict.fromkeys(regex_hits.get(t, ())))
+            )
+            for t, h in hits.items()
+        ]
 
     @classmethod
     def from_file(cls, path: Path) -> Taxonomy:
@@ -91,9 +100,12 @@ class Taxonomy:
                 raise ConfigError(f"{at}: `regexes` must be a list of strings")
             for rx in regexes:
                 try:
-                    re.compile(rx)
+                    compiled = re.compile(rx)
                 except re.error as exc:
                     raise ConfigError(f"{at}: regex {rx!r} does not compile: {exc}") from exc
+                # A pattern that matches nothing at all would label every mention with this topic.
+                if compiled.search("") is not None:
+                    raise ConfigError(f"{at}: regex {rx!r} matches the empty string")
             if not terms and not regexes:
                 raise ConfigError(f"{at}: needs at least one term or regex")
             topics.append(
