@@ -106,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"run the {name} service (Kafka and the configured database)")
     sub.add_parser("api", help="serve the REST API")
     sub.add_parser("migrate", help="bring the database schema up to date (run before the services)")
+    schemas = sub.add_parser("schemas", help="write the JSON Schemas of the events on each topic")
+    schemas.add_argument("--out", type=Path, default=Path("docs/schemas"))
     sources = sub.add_parser("sources", help="manage sources")
     sources_sub = sources.add_subparsers(dest="sources_command", required=True)
     imp = sources_sub.add_parser("import", help="register the sources listed in a YAML file")
@@ -129,6 +131,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             asyncio.run(migrate(settings.database_url))
             log.info("database is at the latest schema")
+        elif args.command == "schemas":
+            from shared.schemas import write_schemas
+
+            for path in write_schemas(args.out):
+                print(path)  # noqa: T201
         elif args.command == "sources":
             _cmd_sources_import(settings, args.file)
     except ConfigError as exc:

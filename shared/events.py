@@ -101,6 +101,8 @@ class Assignment(_Frozen):
 
 
 class MentionIngested(_Frozen):
+    """A new post or comment, as ingest (or the push API) normalised it."""
+
     type: Literal["mention.ingested"] = "mention.ingested"
     schema_version: int = SCHEMA_VERSION
     mention: Mention
@@ -108,6 +110,8 @@ class MentionIngested(_Frozen):
 
 
 class MentionClassified(_Frozen):
+    """A mention with its labels: topics, sentiment and language, each with its evidence."""
+
     type: Literal["mention.classified"] = "mention.classified"
     schema_version: int = SCHEMA_VERSION
     mention: Mention
@@ -117,7 +121,7 @@ class MentionClassified(_Frozen):
 
 
 class MentionRouted(_Frozen):
-    """Published once per chosen department on `mentions.routed.<department>`."""
+    """A mention assigned to one department, published once per chosen department."""
 
     type: Literal["mention.routed"] = "mention.routed"
     schema_version: int = SCHEMA_VERSION
