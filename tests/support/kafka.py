@@ -2,35 +2,44 @@
 
 from __future__ import annotations
 
+import time
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
+
+
+async def partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, as the cluster describes them (not a client's cached metadata)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    out = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    missing = set(topics) - {tp.topic for tp in out}
+    if missing:
+        raise AssertionError(f"topics {sorted(missing)} do not exist")
+    return sorted(out)
 
 
 async def read_topics(bootstrap: str, topics: list[str], *, timeout_s: float = 30.0) -> list[ConsumerRecord]:  # type: ignore[type-arg]
     """Every record currently in `topics`, from the beginning to the end offsets at call time."""
+    tps = await partitions(bootstrap, topics)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])
-        ]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [
-                TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])
-            ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        end = await consumer.end_offsets(partitions)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
         out: list[ConsumerRecord] = []  # type: ignore[type-arg]
         remaining = {tp for tp, off in end.items() if off > 0}
-        import time
-
         deadline = time.monotonic() + timeout_s
         while remaining and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for tp, records in batch.items():
-                out.extend(records)
+                out.extend(r for r in records if r.offset < end[tp])
                 if records and records[-1].offset + 1 >= end[tp]:
                     remaining.discard(tp)
         if remaining:
@@ -41,12 +50,11 @@ async def read_topics(bootstrap: str, topics: list[str], *, timeout_s: float = 3
 
 
 async def end_offsets_total(bootstrap: str, topic: str) -> int:
+    tps = await partitions(bootstrap, [topic])
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        end = await consumer.end_offsets(partitions)
+        end = await consumer.end_offsets(tps)
         return sum(end.values())
     finally:
         await consumer.stop()
@@ -54,8 +62,6 @@ async def end_offsets_total(bootstrap: str, topic: str) -> int:
 
 async def group_lag(bootstrap: str, group: str, topic: str) -> int:
     """How many records of `topic` the consumer group has not committed yet."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
