@@ -40,6 +40,14 @@ class Sentiment(StrEnum):
     NEGATIVE = "negative"
 
 
+class Intent(StrEnum):
+    QUESTION = "question"
+    COMPLAINT = "complaint"
+    PRAISE = "praise"
+    SUGGESTION = "suggestion"
+    INFORMATION = "information"
+
+
 class Department(StrEnum):
     MARKETING = "marketing"
     PR = "pr"
@@ -70,14 +78,27 @@ class Mention(_Frozen):
     title: str = ""
     text: str = ""
     author: str = ""
+    author_url: str = ""
     published_at: AwareDatetime
+    # For a comment: the canonical URL of the post it answers.
     in_reply_to: str | None = None
+    # The source's language hint, or the language ingest detected in the text.
     language_hint: str | None = None
     influence: int = Field(default=1, ge=1, le=3)
+    # sha256 of the normalised title and text.
+    content_hash: str = ""
+    # Set when the text is a near-duplicate (MinHash) of an earlier mention: stored, linked, not routed.
+    near_duplicate_of: str | None = None
 
 
 class TopicLabel(_Frozen):
     name: str
+    confidence: float = Field(ge=0.0, le=1.0)
+    evidence: list[str] = Field(default_factory=list)
+
+
+class DepartmentLabel(_Frozen):
+    name: Department
     confidence: float = Field(ge=0.0, le=1.0)
     evidence: list[str] = Field(default_factory=list)
 
@@ -91,6 +112,16 @@ class Classification(_Frozen):
     language: str = "und"
     engine: str
     engine_version: str
+    # Added after schema version 1 shipped; the defaults keep older events parseable.
+    language_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    language_evidence: list[str] = Field(default_factory=list)
+    intent: Intent = Intent.INFORMATION
+    intent_confidence: float = Field(default=0.0, ge=0.0, le=1.0)
+    intent_evidence: list[str] = Field(default_factory=list)
+    urgency: float = Field(default=0.0, ge=0.0, le=1.0)
+    urgency_evidence: list[str] = Field(default_factory=list)
+    # Departments a learned engine suggests (the routing rules decide; see `departments_any`).
+    departments: list[DepartmentLabel] = Field(default_factory=list)
 
 
 class Assignment(_Frozen):

@@ -17,6 +17,7 @@ from shared.events import Assignment, Classification, Department, Mention, Prior
 from shared.settings import DEPARTMENTS
 
 _CONDITIONS = {
+    "departments_any",
     "topics_any",
     "topics_all",
     "sentiment_in",
@@ -45,12 +46,18 @@ class Rule:
     max_score: float | None = None
     kind_in: frozenset[str] = frozenset()
     min_influence: int | None = None
+    # departments a learned engine suggested (Classification.departments)
+    departments_any: frozenset[str] = frozenset()
     stop: bool = False
 
     def matches(self, mention: Mention, classification: Classification, topics: frozenset[str]) -> bool:
         if self.topics_any and not (self.topics_any & topics):
             return False
         if self.topics_all and not self.topics_all <= topics:
+            return False
+        if self.departments_any and not any(
+            d.name.value in self.departments_any for d in classification.departments
+        ):
             return False
         if self.sentiment_in and classification.sentiment.value not in self.sentiment_in:
             return False
@@ -172,6 +179,7 @@ class RuleSet:
                 max_score=_number(when, "max_score", at),
                 kind_in=_names(when, "kind_in", at),
                 min_influence=_int(when, "min_influence", at),
+                departments_any=_names(when, "departments_any", at),
                 stop=_bool(raw, "stop", at),
             )
             _validate(rule, topics, at)
@@ -184,6 +192,9 @@ def _validate(rule: Rule, topics: set[str] | None, at: str) -> None:
         unknown = (rule.topics_any | rule.topics_all) - topics
         if unknown:
             raise ConfigError(f"{at}: unknown topic(s) {sorted(unknown)}")
+    bad = rule.departments_any - set(DEPARTMENTS)
+    if bad:
+        raise ConfigError(f"{at}: unknown department(s) {sorted(bad)}")
     bad = rule.sentiment_in - {s.value for s in Sentiment}
     if bad:
         raise ConfigError(f"{at}: unknown sentiment(s) {sorted(bad)}")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from shared.bus import Bus, Record
 from shared.bus.codec import decode, encode
 from shared.classify import Engine
+from shared.classify.reload import TaxonomyFile
 from shared.events import MentionClassified, MentionIngested
 from shared.settings import Settings
 from shared.stage import BatchResult, Stage
@@ -16,10 +17,14 @@ _CE_SOURCE = "/mention-router/classifier"
 
 
 class ClassifierService:
-    def __init__(self, *, settings: Settings, bus: Bus, engine: Engine) -> None:
+    def __init__(
+        self, *, settings: Settings, bus: Bus, engine: Engine, taxonomy: TaxonomyFile | None = None
+    ) -> None:
         self._settings = settings
         self._bus = bus
         self.engine = engine
+        # Checked between batches (one stat): an edited taxonomy applies from the next batch on.
+        self.taxonomy = taxonomy
         self.stage = Stage(
             name="classifier",
             bus=bus,
@@ -28,9 +33,12 @@ class ClassifierService:
             dlq_topic=settings.topic_dlq,
             max_records=settings.consumer_max_records,
             max_attempts=settings.max_attempts,
+            transactional_group=settings.group("classifier") if settings.exactly_once else None,
         )
 
     async def handle(self, records: Sequence[Record]) -> BatchResult:
+        if self.taxonomy is not None and self.taxonomy.refresh():
+            self.engine.use_taxonomy(self.taxonomy.taxonomy)
         result = BatchResult()
         topic = self._settings.topic_classified
         for record in records:

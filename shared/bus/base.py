@@ -65,6 +65,12 @@ class Bus(Protocol):
 
     async def send(self, messages: Sequence[OutMessage]) -> None: ...
 
+    async def send_in_transaction(
+        self, messages: Sequence[OutMessage], records: Sequence[Record], *, consumer: Consumer, group_id: str
+    ) -> None:
+        """Publish `messages` and commit `consumer`'s offsets after `records` atomically: both or neither."""
+        ...
+
     def consumer(self, topics: Sequence[str], *, group_id: str) -> Consumer: ...
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared.bus.base import CommitFailed, OutMessage, Record, partition_for
+from shared.bus.base import CommitFailed, Consumer, OutMessage, Record, partition_for
 
 _member_ids = itertools.count()
 
@@ -202,6 +202,13 @@ class MemoryBus:
             self.broker.append(message)
         if messages:
             self.broker.notify()
+
+    async def send_in_transaction(
+        self, messages: Sequence[OutMessage], records: Sequence[Record], *, consumer: Consumer, group_id: str
+    ) -> None:
+        # One process, no await between the two that could be interrupted by another writer: atomic.
+        await self.send(messages)
+        await consumer.commit(records)
 
     def consumer(self, topics: Sequence[str], *, group_id: str) -> MemoryConsumer:
         return MemoryConsumer(self.broker, topics, group_id)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from shared.classify.matcher import PhraseMatcher, normalise_term, tokenize
 from shared.errors import ConfigError
 from shared.settings import DEPARTMENTS
 
@@ -21,7 +24,7 @@ class Topic:
     regexes: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TopicMatch:
     topic: str
     hits: tuple[str, ...]
@@ -29,7 +32,7 @@ class TopicMatch:
 
 
 class Taxonomy:
-    """Topics with their terms, compiled into one alternation so that a text is scanned once."""
+    """Topics with their terms, indexed so that a text is scanned once (see shared.classify.matcher)."""
 
     def __init__(self, topics: list[Topic], version: str = "1") -> None:
         if not topics:
@@ -40,28 +43,50 @@ class Taxonomy:
         for topic in topics:
             for term in topic.terms:
                 self._term_topics.setdefault(_norm(term), []).append(topic.name)
-        # Longest terms first so that "price increase" wins over "price" at the same position.
-        alternation = "|".join(re.escape(t) for t in sorted(self._term_topics, key=len, reverse=True))
-        self._terms_re = re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE)
+        # One pass over the tokens; the longest term wins at a position ("price increase" over "price").
+        self._terms = PhraseMatcher(self._term_topics)
         self._regexes = [
             (topic.name, re.compile(rx, re.IGNORECASE)) for topic in topics for rx in topic.regexes
         ]
 
-    def match(self, text: str) -> list[TopicMatch]:
+    @property
+    def terms(self) -> list[str]:
+        """Every term, normalised (for a matcher that scans for several vocabularies at once)."""
+        return list(self._term_topics)
+
+    def match(
+        self,
+        text: str,
+        tokens: Sequence[str] | None = None,
+        present: AbstractSet[str] | None = None,
+        *,
+        term_hits: Sequence[tuple[int, str]] | None = None,
+    ) -> list[TopicMatch]:
+        """The topics whose terms or regexes occur in `text` (`tokens`: its tokens, if already made)."""
         text = text.replace("\u2019", "'")
         hits: dict[str, list[str]] = {}
+        if term_hits is None:
+            term_hits = list(self._terms.find(tokenize(text) if tokens is None else tokens, present))
+        for _, term in term_hits:
+            for topic in self._term_topics[term]:
+                found = hits.get(topic)
+                if found is None:
+                    hits[topic] = [term]
+                elif term not in found:
+                    found.append(term)
         regex_hits: dict[str, list[str]] = {}
-        for m in self._terms_re.finditer(text):
-            term = _norm(m.group(0))
-            for topic in self._term_topics.get(term, ()):
-                hits.setdefault(topic, []).append(term)
         for topic, rx in self._regexes:
             for m in rx.finditer(text):
-                hits.setdefault(topic, []).append(m.group(0))
-                regex_hits.setdefault(topic, []).append(m.group(0))
+                value = m.group(0)
+                found = hits.setdefault(topic, [])
+                if value not in found:
+                    found.append(value)
+                regex_hits.setdefault(topic, []).append(value)
         return [
             TopicMatch(
-                topic=t, hits=tuple(dict.fromkeys(h)), regex_hits=tuple(dict.fromkeys(regex_hits.get(t, ())))
+                topic=t,
+                hits=tuple(h),
+                regex_hits=tuple(dict.fromkeys(regex_hits[t])) if t in regex_hits else (),
             )
             for t, h in hits.items()
         ]
@@ -120,4 +145,4 @@ class Taxonomy:
 
 
 def _norm(term: str) -> str:
-    return " ".join(str(term).lower().split()).replace("\u2019", "'")
+    return normalise_term(term)

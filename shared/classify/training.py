@@ -1,0 +1,507 @@
+"""`mention-router train`: the learned engine's model from public data, the project's labelled set and
+recorded corrections.
+
+Sources (each optional but the project's set):
+- SemEval-2016 Task 5 laptops and restaurants (../shared/data/semeval2016/): sentences with opinions;
+  departments from the categories (the mapping in that folder's README), sentence sentiment from the
+  opinions' polarities (a sentence with both positive and negative opinions teaches no sentiment);
+- TweetEval sentiment (../shared/data/tweeteval-val/): sentiment only;
+- banking77 (../shared/data/banking77/): 1,500 customer-support messages, department `support`;
+- the project's labelled set (data/labelled/train.jsonl): every field;
+- corrections: JSON Lines files in the labelled set's format (a line carries only the fields that were
+  corrected), and the database's `corrections` table when it exists (see `load_db_corrections`).
+
+A fixed fifth of the SemEval reviews and 30% of the tweets (chosen by a hash of their ids, so the same
+every run) are never trained on; `--holdout-dir` writes them as labelled JSON Lines for `evaluate`.
+The model's regularisation and the departments' decision thresholds are chosen on a validation part of
+the training data, never on the held-out part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import hashlib
+import json
+import logging
+import random
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.classify.batch import load_jsonl, to_mention
+from shared.classify.engine import Analysis, RuleEngine
+from shared.classify.learned import (
+    DEPARTMENT_NAMES,
+    INTENTS,
+    SENTIMENTS,
+    Head,
+    LinearModel,
+    embedding_features,
+    features,
+)
+from shared.classify.taxonomy import Taxonomy
+from shared.settings import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_SEMEVAL = 0.2
+HOLDOUT_TWEETS = 0.3
+BANKING_SAMPLE = 1500
+# How much one example of each source counts: the project's own mentions and the corrections people
+# made are the target domain.
+WEIGHTS = {"semeval": 1.0, "tweeteval": 1.0, "banking77": 0.5, "project": 3.0, "correction": 5.0}
+
+
+@dataclass
+class Example:
+    text: str
+    title: str = ""
+    source: str = "project"
+    sentiment: str | None = None
+    departments: list[str] | None = None
+    intent: str | None = None
+    id: str = ""
+
+
+@dataclass
+class TrainingOptions:
+    public_data: Path
+    labelled: list[Path]
+    corrections: list[Path] = field(default_factory=list)
+    database_url: str | None = None
+    holdout_dir: Path | None = None
+    version: str | None = None
+    taxonomy_file: Path | None = None
+    seed: int = 13
+    # MiniLM sentence vectors as features too (slower model, the cascade's accurate stage)
+    embeddings: bool = False
+    embedding_cache: Path | None = None
+
+
+def _held_out(key: str, fraction: float) -> bool:
+    h = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)
+    return h % 1000 < fraction * 1000
+
+
+def semeval_department(category: str, *, restaurants: bool) -> str:
+    """The README's mapping of a SemEval category (ENTITY#ATTRIBUTE) to a department."""
+    entity, _, attribute = category.partition("#")
+    if entity in {"SUPPORT", "WARRANTY", "SHIPPING"} or (restaurants and entity == "SERVICE"):
+        return "support"
+    if entity == "COMPANY":
+        return "pr"
+    if attribute in {"PRICE", "PRICES"} or category in {"LAPTOP#GENERAL", "RESTAURANT#GENERAL"}:
+        return "marketing"
+    if attribute in {"QUALITY", "OPERATION_PERFORMANCE"}:
+        return "rnd"
+    return "product"
+
+
+def load_semeval(path: Path, *, restaurants: bool) -> tuple[list[Example], list[Example]]:
+    """(train, held out) sentences with at least one opinion; held out by review."""
+    name = "restaurants" if restaurants else "laptops"
+    train: list[Example] = []
+    held: list[Example] = []
+    root = ET.parse(path).getroot()
+    for review in root.iter("Review"):
+        rid = review.get("rid", "")
+        target = held if _held_out(f"{name}:{rid}", HOLDOUT_SEMEVAL) else train
+        for sentence in review.iter("sentence"):
+            text = (sentence.findtext("text") or "").strip()
+            opinions = sentence.findall("./Opinions/Opinion")
+            if not text or not opinions:
+                continue
+            departments = sorted(
+                {semeval_department(o.get("category", ""), restaurants=restaurants) for o in opinions}
+            )
+            polarities = {o.get("polarity") for o in opinions}
+            if {"positive", "negative"} <= polarities:
+                sentiment = None  # mixed: no single sentence label
+            elif "positive" in polarities:
+                sentiment = "positive"
+            elif "negative" in polarities:
+                sentiment = "negative"
+            else:
+                sentiment = "neutral"
+            target.append(
+                Example(
+                    text=text,
+                    source="semeval",
+                    sentiment=sentiment,
+                    departments=departments,
+                    id=f"semeval-{name}-{sentence.get('id')}",
+                )
+            )
+    return train, held
+
+
+def load_tweeteval(folder: Path) -> tuple[list[Example], list[Example]]:
+    texts = (folder / "val_text.txt").read_text(encoding="utf-8").splitlines()
+    labels = (folder / "val_labels.txt").read_text(encoding="utf-8").split()
+    names = {"0": "negative", "1": "neutral", "2": "positive"}
+    train: list[Example] = []
+    held: list[Example] = []
+    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        ex = Example(text=text.strip(), source="tweeteval", sentiment=names[label], id=f"tweeteval-val-{i}")
+        (held if _held_out(ex.id, HOLDOUT_TWEETS) else train).append(ex)
+    return train, held
+
+
+def load_banking77(folder: Path, *, sample: int, seed: int) -> list[Example]:
+    with (folder / "train.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    random.Random(seed).shuffle(rows)
+    return [
+        Example(text=r["text"], source="banking77", departments=["support"], id=f"banking77-{i}")
+        for i, r in enumerate(rows[:sample])
+    ]
+
+
+def from_labelled(rows: Iterable[dict[str, Any]], *, source: str) -> list[Example]:
+    out = []
+    for i, row in enumerate(rows):
+        departments = row.get("departments")
+        out.append(
+            Example(
+                text=str(row.get("text") or ""),
+                title=str(row.get("title") or ""),
+                source=source,
+                sentiment=row.get("sentiment") if row.get("sentiment") in SENTIMENTS else None,
+                departments=[d for d in departments if d in DEPARTMENT_NAMES]
+                if isinstance(departments, list)
+                else None,
+                intent=row.get("intent") if row.get("intent") in INTENTS else None,
+                id=str(row.get("id") or f"{source}-{i}"),
+            )
+        )
+    return out
+
+
+def load_db_corrections(database_url: str) -> list[dict[str, Any]]:
+    """Corrections recorded in the database, as labelled rows; [] when there is no `corrections` table.
+
+    Expected shape (the API records a row when a person corrects a label or reassigns a mention):
+    `corrections(mention_id, field, value, created_at)`, `field` one of sentiment | intent |
+    departments | topics, `value` the corrected label (JSON: a string, or a list for departments/topics).
+    The mention's title and text come from the `mentions` table.
+    """
+    if database_url.startswith("sqlite"):
+        path = Path(database_url.split("///", 1)[-1])
+        if not path.exists():
+            return []
+
+    async def read() -> list[dict[str, Any]]:
+        from sqlalchemy import inspect, text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                if not await conn.run_sync(lambda c: inspect(c).has_table("corrections")):
+                    log.info("no `corrections` table in the database yet: no corrections to fold in")
+                    return []
+                result = await conn.execute(
+                    text(
+                        "SELECT m.id, m.title, m.text, c.field, c.value FROM corrections c "
+                        "JOIN mentions m ON m.id = c.mention_id ORDER BY c.created_at"
+                    )
+                )
+                rows: dict[str, dict[str, Any]] = {}
+                for mid, title, body, name, value in result:
+                    row = rows.setdefault(mid, {"id": mid, "title": title, "text": body})
+                    row[name] = json.loads(value) if isinstance(value, str) and value[:1] in '["' else value
+                return list(rows.values())
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(read())
+    except OSError as exc:
+        log.warning("cannot read corrections from the database (%s); training without them", exc)
+        return []
+
+
+def _analyse(engine: RuleEngine, examples: list[Example]) -> list[Analysis]:
+    return [
+        engine.analyse(to_mention({"id": ex.id[:64] or "x", "title": ex.title, "text": ex.text}, i))
+        for i, ex in enumerate(examples)
+    ]
+
+
+def _design(
+    analyses: list[Analysis], vocabulary: dict[str, int] | None = None, embeddings: Any = None
+) -> tuple[Any, dict[str, int]]:
+    """The sparse design matrix (scipy CSR) in the same layout LinearModel.vector uses."""
+    from scipy.sparse import csr_matrix
+
+    # Sorted so that the matrix, and so the model, is the same from run to run.
+    feats = [(sorted(sparse), dense) for sparse, dense in (features(a) for a in analyses)]
+    if embeddings is not None:
+        feats = [
+            (sparse, dense + embedding_features(e))
+            for (sparse, dense), e in zip(feats, embeddings, strict=True)
+        ]
+    if vocabulary is None:
+        df: Counter[str] = Counter()
+        dense_names: set[str] = set()
+        for sparse, dense in feats:
+            df.update(sparse)
+            dense_names.update(n for n, _ in dense)
+        names = sorted(f for f, c in df.items() if c >= 2) + sorted(dense_names)
+        vocabulary = {n: i for i, n in enumerate(names)}
+    indptr = [0]
+    indices: list[int] = []
+    data: list[float] = []
+    for sparse, dense in feats:
+        idx = [vocabulary[f] for f in sparse if f in vocabulary]
+        norm = 1.0 / np.sqrt(len(idx)) if idx else 0.0
+        indices.extend(idx)
+        data.extend([norm] * len(idx))
+        for name, value in dense:
+            j = vocabulary.get(name)
+            if j is not None and value:
+                indices.append(j)
+                data.append(value)
+        indptr.append(len(indices))
+    matrix = csr_matrix((np.asarray(data, np.float32), indices, indptr), shape=(len(feats), len(vocabulary)))
+    return matrix, vocabulary
+
+
+def _fit_multiclass(
+    X: Any, y: list[str], w: np.ndarray, labels: tuple[str, ...], C: float
+) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+
+    counts = Counter(y)
+    balance = np.asarray([len(y) / (len(counts) * counts[label]) for label in y])
+    W = np.zeros((X.shape[1], len(labels)), np.float32)
+    b = np.full(len(labels), -10.0, np.float32)  # a label never seen is never predicted
+    if len(counts) < 2:
+        b[labels.index(y[0])] = 0.0
+        return W, b
+    model = LogisticRegression(C=C, max_iter=2000)
+    model.fit(X, y, sample_weight=w * balance)
+    classes = list(model.classes_)
+    coef = model.coef_ if len(classes) > 2 else np.vstack([-model.coef_[0], model.coef_[0]])
+    intercept = (
+        model.intercept_ if len(classes) > 2 else np.asarray([-model.intercept_[0], model.intercept_[0]])
+    )
+    for j, label in enumerate(classes):
+        W[:, labels.index(label)] = coef[j]
+        b[labels.index(label)] = intercept[j]
+    return W, b
+
+
+def _fit_binary(X: Any, y: np.ndarray, w: np.ndarray, C: float) -> tuple[np.ndarray, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    pos = int(y.sum())
+    neg = len(y) - pos
+    if pos == 0 or neg == 0:
+        # Nothing to tell apart (a small training set): a constant answer.
+        return np.zeros(X.shape[1], np.float32), 10.0 if pos else -10.0
+    balance = np.where(y == 1, len(y) / (2 * pos), len(y) / (2 * neg))
+    model = LogisticRegression(C=C, max_iter=2000)
+    model.fit(X, y, sample_weight=w * balance)
+    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
+
+
+def _macro_f1(gold: list[str], pred: list[str], labels: Iterable[str]) -> float:
+    from shared.classify.evaluation import score_field
+
+    return score_field("x", gold, pred, labels=list(labels)).macro_f1
+
+
+def train(options: TrainingOptions, *, out: Path) -> LinearModel:
+    rng = random.Random(options.seed)
+    # The rule engine's scores and topics are features, so the model is trained with the taxonomy in use.
+    taxonomy = Taxonomy.from_file(options.taxonomy_file or REPO_ROOT / "config" / "taxonomy.yaml")
+    engine = RuleEngine(taxonomy)
+    examples: list[Example] = []
+    held: dict[str, list[Example]] = {}
+    data = options.public_data
+    counts: dict[str, int] = {}
+    if (data / "semeval2016").is_dir():
+        for restaurants, fname in (
+            (False, "ABSA16_Laptops_Train_SB1_v2.xml"),
+            (True, "ABSA16_Restaurants_Train_SB1_v2.xml"),
+        ):
+            tr, ho = load_semeval(data / "semeval2016" / fname, restaurants=restaurants)
+            examples += tr
+            held["semeval-restaurants" if restaurants else "semeval-laptops"] = ho
+            counts["semeval-restaurants" if restaurants else "semeval-laptops"] = len(tr)
+    if (data / "tweeteval-val").is_dir():
+        tr, ho = load_tweeteval(data / "tweeteval-val")
+        examples += tr
+        held["tweeteval"] = ho
+        counts["tweeteval"] = len(tr)
+    if (data / "banking77").is_dir():
+        bank = load_banking77(data / "banking77", sample=BANKING_SAMPLE, seed=options.seed)
+        examples += bank
+        counts["banking77"] = len(bank)
+    for path in options.labelled:
+        rows = from_labelled(load_jsonl(path), source="project")
+        examples += rows
+        counts[f"labelled:{path.name}"] = len(rows)
+    corrections: list[Example] = []
+    for path in options.corrections:
+        corrections += from_labelled(load_jsonl(path), source="correction")
+    if options.database_url:
+        corrections += from_labelled(load_db_corrections(options.database_url), source="correction")
+    examples += corrections
+    counts["corrections"] = len(corrections)
+    if not examples:
+        raise ValueError("no training examples: is --public-data right, and does the labelled set exist?")
+    log.info("training on %s", counts)
+
+    analyses = _analyse(engine, examples)
+    embeddings = None
+    if options.embeddings:
+        from shared.classify.minilm import encode_cached
+
+        log.info("embedding %d texts with MiniLM (cached in %s)", len(analyses), options.embedding_cache)
+        embeddings = encode_cached([a.text for a in analyses], options.embedding_cache)
+    X, vocabulary = _design(analyses, embeddings=embeddings)
+    weights = np.asarray([WEIGHTS[ex.source] for ex in examples], dtype=np.float64)
+    # A validation tenth of the training data picks C and the department thresholds.
+    is_val = np.asarray([rng.random() < 0.1 for _ in examples])
+    heads: dict[str, Head] = {}
+    report: dict[str, Any] = {"examples": counts, "validation": {}}
+
+    # sentiment
+    s_idx = np.asarray([i for i, ex in enumerate(examples) if ex.sentiment])
+    s_y = [examples[i].sentiment or "" for i in s_idx]
+    best: tuple[float, float] = (-1.0, 1.0)
+    for C in (1.0, 4.0, 16.0):
+        tr_mask = ~is_val[s_idx]
+        W, b = _fit_multiclass(
+            X[s_idx[tr_mask]],
+            [y for y, m in zip(s_y, tr_mask, strict=True) if m],
+            weights[s_idx[tr_mask]],
+            SENTIMENTS,
+            C,
+        )
+        logits = X[s_idx[~tr_mask]] @ W + b
+        pred = [SENTIMENTS[k] for k in logits.argmax(axis=1)]
+        f1 = _macro_f1([y for y, m in zip(s_y, tr_mask, strict=True) if not m], pred, SENTIMENTS)
+        report["validation"][f"sentiment_C{C:g}"] = round(f1, 4)
+        best = max(best, (f1, C))
+    W, b = _fit_multiclass(X[s_idx], s_y, weights[s_idx], SENTIMENTS, best[1])
+    heads["sentiment"] = Head("sentiment", SENTIMENTS, False, W, b)
+
+    # departments: one yes/no per department
+    d_idx = np.asarray([i for i, ex in enumerate(examples) if ex.departments is not None])
+    Y = np.asarray(
+        [[1 if d in (examples[i].departments or []) else 0 for d in DEPARTMENT_NAMES] for i in d_idx]
+    )
+    tr_mask = ~is_val[d_idx]
+    best_c = (-1.0, 1.0)
+    per_c: dict[float, list[tuple[np.ndarray, float]]] = {}
+    for C in (1.0, 4.0, 16.0):
+        fits = [
+            _fit_binary(X[d_idx[tr_mask]], Y[tr_mask, k], weights[d_idx[tr_mask]], C)
+            for k in range(len(DEPARTMENT_NAMES))
+        ]
+        per_c[C] = fits
+        f1s = []
+        for k, (w_, b_) in enumerate(fits):
+            p = 1 / (1 + np.exp(-(X[d_idx[~tr_mask]] @ w_ + b_)))
+            f1s.append(_binary_f1(Y[~tr_mask, k], p >= 0.5))
+        f1 = float(np.mean(f1s))
+        report["validation"][f"departments_C{C:g}"] = round(f1, 4)
+        best_c = max(best_c, (f1, C))
+    thresholds = []
+    for k, (w_, b_) in enumerate(per_c[best_c[1]]):
+        p = 1 / (1 + np.exp(-(X[d_idx[~tr_mask]] @ w_ + b_)))
+        grid = np.arange(0.2, 0.81, 0.05)
+        scores = [_binary_f1(Y[~tr_mask, k], p >= t) for t in grid]
+        thresholds.append(float(grid[int(np.argmax(scores))]))
+    report["validation"]["department_thresholds"] = dict(
+        zip(DEPARTMENT_NAMES, [round(t, 2) for t in thresholds], strict=True)
+    )
+    fits = [_fit_binary(X[d_idx], Y[:, k], weights[d_idx], best_c[1]) for k in range(len(DEPARTMENT_NAMES))]
+    heads["departments"] = Head(
+        "departments",
+        DEPARTMENT_NAMES,
+        True,
+        np.stack([w_ for w_, _ in fits], axis=1),
+        np.asarray([b_ for _, b_ in fits], np.float32),
+        np.asarray(thresholds, np.float32),
+    )
+
+    # intent: only the project's set and corrections carry it; kept only if it beats the rules on
+    # five-fold cross-validation over those examples.
+    i_idx = np.asarray([i for i, ex in enumerate(examples) if ex.intent])
+    if len(i_idx) >= 50:
+        i_y = [examples[i].intent or "" for i in i_idx]
+        folds = np.asarray([k % 5 for k in range(len(i_idx))])
+        rng.shuffle(folds)  # type: ignore[arg-type]
+        pred = [""] * len(i_idx)
+        for k in range(5):
+            tr = folds != k
+            W, b = _fit_multiclass(
+                X[i_idx[tr]], [y for y, m in zip(i_y, tr, strict=True) if m], weights[i_idx[tr]], INTENTS, 4.0
+            )
+            for j, row in zip(np.nonzero(~tr)[0], (X[i_idx[~tr]] @ W + b).argmax(axis=1), strict=True):
+                pred[j] = INTENTS[row]
+        learned_f1 = _macro_f1(i_y, pred, INTENTS)
+        rules_f1 = _macro_f1(i_y, [analyses[i].intent.intent.value for i in i_idx], INTENTS)
+        report["validation"]["intent_cv_learned"] = round(learned_f1, 4)
+        report["validation"]["intent_rules"] = round(rules_f1, 4)
+        if learned_f1 > rules_f1:
+            W, b = _fit_multiclass(X[i_idx], i_y, weights[i_idx], INTENTS, 4.0)
+            heads["intent"] = Head("intent", INTENTS, False, W, b)
+
+    today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+    digest = hashlib.sha1(
+        b"".join(h.weights.tobytes() for h in heads.values()) + json.dumps(counts, sort_keys=True).encode()
+    ).hexdigest()[:8]
+    version = options.version or f"linear-{today}-{digest}"
+    model = LinearModel(
+        version=version,
+        vocabulary=vocabulary,
+        heads=heads,
+        meta={
+            "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": "mention-router train",
+            "training": report,
+            "taxonomy_version": taxonomy.version,
+            "embedder": "all-MiniLM-L6-v2" if options.embeddings else None,
+        },
+    )
+    model.save(out)
+    if options.holdout_dir is not None:
+        write_holdout(held, options.holdout_dir)
+    return LinearModel.load(out)
+
+
+def _binary_f1(gold: np.ndarray, pred: np.ndarray) -> float:
+    tp = float(np.sum((gold == 1) & pred))
+    fp = float(np.sum((gold == 0) & pred))
+    fn = float(np.sum((gold == 1) & ~pred))
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def write_holdout(held: dict[str, list[Example]], directory: Path) -> list[Path]:
+    """The held-out public examples as labelled JSON Lines (for `mention-router evaluate`)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, examples in held.items():
+        path = directory / f"{name}-heldout.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for ex in examples:
+                row: dict[str, Any] = {"id": ex.id, "title": ex.title, "text": ex.text}
+                if ex.sentiment:
+                    row["sentiment"] = ex.sentiment
+                if ex.departments is not None:
+                    row["departments"] = ex.departments
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written

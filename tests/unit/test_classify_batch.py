@@ -1,0 +1,129 @@
+"""`mention-router classify` and `evaluate`, and the metrics behind `evaluate`."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from services.cli import main
+from shared.classify.evaluation import format_report, score_field
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+LINES = [
+    {
+        "id": "a",
+        "title": "Tessellate security hole",
+        "text": "Found an XSS vulnerability in the embed widget.",
+    },
+    {"id": "b", "title": "", "text": "How do I export a board to PDF?", "author": "Ana", "source": "blog"},
+    {"id": "c", "title": "Dark mode", "text": "Please add a dark mode. It would be great."},
+]
+
+
+def test_classify_writes_each_line_back_with_its_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in LINES) + "\n", encoding="utf-8")
+    code, out, _ = _run(["classify", "--engine", "rules", str(path)], capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    for row in rows:
+        assert {"sentiment", "sentiment_score", "topics", "intent", "language", "urgency", "evidence"} <= set(
+            row
+        )
+        assert "departments" not in row
+    assert "security" in rows[0]["topics"]
+    assert rows[1]["intent"] == "question" and rows[1]["author"] == "Ana"
+    assert rows[2]["intent"] == "suggestion"
+
+
+def test_classify_route_adds_the_departments_primary_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(json.dumps(line) for line in LINES) + "\n"))
+    code, out, _ = _run(["classify", "--engine", "rules", "--route"], capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[0]["departments"] == ["rnd", "pr"]
+    assert rows[1]["departments"] == ["support"]
+    assert rows[2]["departments"] == ["product"]
+    assert rows[0]["routing"][0] == {
+        "department": "rnd",
+        "priority": "P1",
+        "rules": ["security-to-rnd-and-pr"],
+    }
+
+
+def test_a_bad_line_is_reported_and_the_rest_classified(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"id": "a", "text": "fine"}\nnot json\n[1, 2]\n{"id": "b", "text": 42}\n', encoding="utf-8"
+    )
+    code, out, err = _run(["classify", "--engine", "rules", str(path)], capsys)
+    assert code == 1
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["a", "b"]
+    assert "line 2: not JSON" in err and "line 3: expected a JSON object" in err
+
+
+def test_evaluate_reports_per_label_scores_macro_f1_and_a_confusion_matrix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "gold.jsonl"
+    gold = [
+        {**LINES[0], "sentiment": "negative", "departments": ["rnd", "pr"], "topics": ["security"]},
+        {**LINES[1], "sentiment": "neutral", "departments": ["support"], "intent": "question"},
+        {**LINES[2], "sentiment": "positive", "departments": ["product"], "intent": "suggestion"},
+    ]
+    path.write_text("\n".join(json.dumps(g) for g in gold) + "\n", encoding="utf-8")
+    code, out, _ = _run(["evaluate", "--engine", "rules", str(path)], capsys)
+    assert code == 0
+    assert "== departments (multi-label, n=3) macro-F1" in out
+    assert "== sentiment (single-label, n=3)" in out
+    assert "confusion (rows gold, columns predicted)" in out
+    code, out, _ = _run(["evaluate", "--engine", "rules", "--json", str(path)], capsys)
+    report = json.loads(out)[str(path)]
+    fields = {f["field"]: f for f in report["fields"]}
+    assert fields["departments"]["macro_f1"] == 1.0
+    assert fields["intent"]["n"] == 2
+    assert fields["departments"]["confusion"]["rnd"] == {"pr": 1, "rnd": 1}
+
+
+def test_score_field_single_label() -> None:
+    report = score_field(
+        "s", ["pos", "pos", "neg", "neu"], ["pos", "neg", "neg", "pos"], labels=["pos", "neg", "neu"]
+    )
+    scores = {s.label: s for s in report.labels}
+    assert scores["pos"].precision == pytest.approx(0.5) and scores["pos"].recall == pytest.approx(0.5)
+    assert scores["neg"].precision == pytest.approx(0.5) and scores["neg"].recall == pytest.approx(1.0)
+    assert scores["neu"].f1 == 0.0
+    assert report.macro_f1 == pytest.approx((0.5 + 2 / 3 + 0.0) / 3)
+    assert report.accuracy == pytest.approx(0.5)
+    assert report.confusion == {"neg": {"neg": 1}, "neu": {"pos": 1}, "pos": {"neg": 1, "pos": 1}}
+    assert "macro-F1 0.389" in format_report([report])
+
+
+def test_score_field_multi_label_counts_each_label_and_empty_sets() -> None:
+    report = score_field(
+        "d",
+        [["rnd", "pr"], ["support"], []],
+        [["rnd"], ["support", "pr"], []],
+        labels=["rnd", "pr", "support"],
+    )
+    scores = {s.label: s for s in report.labels}
+    assert (scores["rnd"].f1, scores["support"].f1, scores["pr"].f1) == (1.0, 1.0, 0.0)
+    assert report.accuracy == pytest.approx(1 / 3)
+    assert report.confusion["(none)"] == {"(none)": 1}

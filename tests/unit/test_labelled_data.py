@@ -1,0 +1,78 @@
+"""The project's labelled set (data/labelled/): shape, coverage, and train and test kept apart."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from shared.classify import Taxonomy
+from shared.classify.language import detect_language
+from shared.settings import DEPARTMENTS, REPO_ROOT
+
+FOLDER = REPO_ROOT / "data" / "labelled"
+
+
+def _load(name: str) -> list[dict[str, Any]]:
+    with (FOLDER / name).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def train() -> list[dict[str, Any]]:
+    return _load("train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def test() -> list[dict[str, Any]]:
+    return _load("test.jsonl")
+
+
+def _key(row: dict[str, Any]) -> str:
+    return " ".join(f"{row['title']} {row['text']}".lower().split())
+
+
+def test_train_and_test_never_share_an_example(
+    train: list[dict[str, Any]], test: list[dict[str, Any]]
+) -> None:
+    assert not {r["id"] for r in train} & {r["id"] for r in test}
+    assert not {_key(r) for r in train} & {_key(r) for r in test}
+    assert not {" ".join(r["text"].lower().split()) for r in train} & {
+        " ".join(r["text"].lower().split()) for r in test
+    }
+    for rows in (train, test):
+        assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_every_row_has_the_fields_and_valid_labels(
+    train: list[dict[str, Any]], test: list[dict[str, Any]]
+) -> None:
+    topics = set(Taxonomy.from_file(REPO_ROOT / "config" / "taxonomy.yaml").topics)
+    for row in train + test:
+        assert set(row) == {"id", "title", "text", "sentiment", "topics", "departments", "intent"}
+        assert row["text"].strip()
+        assert row["sentiment"] in {"positive", "neutral", "negative"}
+        assert row["intent"] in {"question", "complaint", "praise", "suggestion", "information"}
+        assert set(row["topics"]) <= topics
+        assert row["departments"] and set(row["departments"]) <= set(DEPARTMENTS)
+
+
+def test_it_is_big_enough_and_covers_every_topic_department_and_label(
+    train: list[dict[str, Any]], test: list[dict[str, Any]]
+) -> None:
+    rows = train + test
+    assert len(rows) >= 400
+    topics = set(Taxonomy.from_file(REPO_ROOT / "config" / "taxonomy.yaml").topics)
+    for part in (train, test):
+        assert set().union(*(r["topics"] for r in part)) == topics
+        assert set().union(*(r["departments"] for r in part)) == set(DEPARTMENTS)
+        assert {r["sentiment"] for r in part} == {"positive", "neutral", "negative"}
+        assert len({r["intent"] for r in part}) == 5
+
+
+def test_it_has_non_english_text(train: list[dict[str, Any]], test: list[dict[str, Any]]) -> None:
+    languages = Counter(detect_language(f"{r['title']}. {r['text']}") for r in train + test)
+    assert sum(n for lang, n in languages.items() if lang not in {"en", "und"}) >= 25
+    assert {"de", "fr", "es"} <= set(languages)

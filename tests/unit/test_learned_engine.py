@@ -1,0 +1,229 @@
+"""The learned engine: `mention-router train` makes a versioned artifact, the engine loads it, puts its
+version in every classification, and refuses a missing or broken artifact with a clear error."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.cli import main
+from shared.classify import Taxonomy
+from shared.classify.factory import build_engine
+from shared.classify.learned import CascadeEngine, LearnedEngine, LinearModel, load_model
+from shared.classify.training import TrainingOptions, semeval_department, train
+from shared.errors import ConfigError
+from shared.events import Classification, Mention
+from shared.settings import REPO_ROOT, ClassifierEngineKind, Settings
+
+TAXONOMY = REPO_ROOT / "config" / "taxonomy.yaml"
+
+
+def _mention(text: str, title: str = "") -> Mention:
+    return Mention(
+        id="m1", source_id="s1", title=title, text=text, published_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on the project's training set alone (no public data): a few seconds."""
+    out = tmp_path_factory.mktemp("model") / "small.npz"
+    train(
+        TrainingOptions(
+            public_data=tmp_path_factory.mktemp("no-public-data"),
+            labelled=[REPO_ROOT / "data" / "labelled" / "train.jsonl"],
+            taxonomy_file=TAXONOMY,
+            version="test-1",
+        ),
+        out=out,
+    )
+    return out
+
+
+def test_training_saves_a_versioned_artifact_with_how_it_was_trained(small_model: Path) -> None:
+    model = load_model(small_model)
+    assert model.version == "test-1"
+    assert {"sentiment", "departments"} <= set(model.heads)
+    assert model.meta["training"]["examples"]["labelled:train.jsonl"] > 300
+    assert model.meta["command"] == "mention-router train"
+
+
+def test_the_learned_engine_puts_the_model_version_in_every_classification(small_model: Path) -> None:
+    engine = LearnedEngine(Taxonomy.from_file(TAXONOMY), load_model(small_model))
+    c = engine.classify(_mention("The board crashes every time I export and support never answers."))
+    assert c.engine == "learned"
+    assert c.engine_version.startswith("test-1+rules-2+taxonomy-")
+    assert c.sentiment_evidence[0].startswith("model:test-1 p(neg)=")
+    assert c.departments and all(d.evidence[0].startswith("model:test-1") for d in c.departments)
+    assert 0 <= c.urgency <= 1
+    Classification.model_validate_json(c.model_dump_json())
+
+
+def test_the_learned_engine_handles_bad_input(small_model: Path) -> None:
+    engine = LearnedEngine(Taxonomy.from_file(TAXONOMY), load_model(small_model))
+    for text in ["", "x" * 1_000_000, "\x00\xff\xfe binary \ud800", "ボードが遅い。The board is slow."]:
+        assert isinstance(engine.classify(_mention(text)), Classification)
+
+
+def test_the_cascade_asks_the_model_only_when_the_rules_are_unsure(small_model: Path) -> None:
+    cascade = CascadeEngine(
+        LearnedEngine(Taxonomy.from_file(TAXONOMY), load_model(small_model)), threshold=0.7
+    )
+    sure = cascade.classify(_mention("The export crashes all the time, it is awful, terrible and broken!!"))
+    assert cascade.escalated == 0
+    assert sure.engine == "cascade" and sure.sentiment_evidence[0].startswith("lexicon:")
+    unsure = cascade.classify(_mention("We moved the planning session to Thursday."))
+    assert cascade.escalated == 1
+    assert unsure.sentiment_evidence[0].startswith("model:test-1")
+    assert "test-1" in unsure.engine_version
+
+
+def test_the_engine_is_chosen_by_configuration(small_model: Path) -> None:
+    taxonomy = Taxonomy.from_file(TAXONOMY)
+    settings = Settings(classifier_engine=ClassifierEngineKind.LEARNED, classifier_model=small_model)
+    assert isinstance(build_engine(settings, taxonomy), LearnedEngine)
+    settings = Settings(classifier_engine=ClassifierEngineKind.CASCADE, classifier_model=small_model)
+    assert isinstance(build_engine(settings, taxonomy), CascadeEngine)
+    assert build_engine(Settings(), taxonomy).name == "rules"
+
+
+def test_a_missing_or_broken_artifact_is_a_clear_configuration_error(tmp_path: Path) -> None:
+    taxonomy = Taxonomy.from_file(TAXONOMY)
+    missing = Settings(classifier_engine=ClassifierEngineKind.LEARNED, classifier_model=tmp_path / "none.npz")
+    with pytest.raises(ConfigError, match=r"none.npz does not exist: train one with `mention-router train"):
+        build_engine(missing, taxonomy)
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="cannot load model"):
+        LinearModel.load(broken)
+
+
+def test_the_committed_model_loads_and_classifies() -> None:
+    path = Settings().classifier_model
+    engine = LearnedEngine(Taxonomy.from_file(TAXONOMY), load_model(path))
+    c = engine.classify(_mention("How do I reset my password? The login page keeps failing."))
+    assert c.engine_version.startswith(load_model(path).version)
+    assert "support" in {d.name.value for d in c.departments}
+
+
+def test_train_command_and_evaluate_with_the_learned_engine(
+    tmp_path: Path, small_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gold = tmp_path / "gold.jsonl"
+    lines = (REPO_ROOT / "data" / "labelled" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines][:20]
+    gold.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--engine", "learned", "--model", str(small_model), "--json", str(gold)])
+    assert exit_info.value.code == 0
+    report = json.loads(capsys.readouterr().out)[str(gold)]
+    assert report["engine"].startswith("test-1")
+    assert {f["field"] for f in report["fields"]} >= {"sentiment", "departments"}
+
+
+def test_corrections_are_folded_in(tmp_path: Path) -> None:
+    corrections = tmp_path / "corrections.jsonl"
+    corrections.write_text(
+        json.dumps({"id": "c1", "title": "", "text": "The frobnicator glows purple", "departments": ["pr"]})
+        + "\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "m.npz"
+    model = train(
+        TrainingOptions(
+            public_data=tmp_path / "nothing",
+            labelled=[REPO_ROOT / "data" / "labelled" / "train.jsonl"],
+            corrections=[corrections],
+            taxonomy_file=TAXONOMY,
+            version="corr-1",
+        ),
+        out=out,
+    )
+    assert model.meta["training"]["examples"]["corrections"] == 1
+
+
+@pytest.mark.parametrize(
+    ("category", "restaurants", "department"),
+    [
+        ("SUPPORT#QUALITY", False, "support"),
+        ("SHIPPING#GENERAL", False, "support"),
+        ("SERVICE#GENERAL", True, "support"),
+        ("COMPANY#GENERAL", False, "pr"),
+        ("LAPTOP#PRICE", False, "marketing"),
+        ("FOOD#PRICES", True, "marketing"),
+        ("LAPTOP#GENERAL", False, "marketing"),
+        ("BATTERY#OPERATION_PERFORMANCE", False, "rnd"),
+        ("FOOD#QUALITY", True, "rnd"),
+        ("LAPTOP#DESIGN_FEATURES", False, "product"),
+        ("KEYBOARD#GENERAL", False, "product"),
+    ],
+)
+def test_the_semeval_category_mapping(category: str, restaurants: bool, department: str) -> None:
+    assert semeval_department(category, restaurants=restaurants) == department
+
+
+def test_an_event_from_before_intent_and_urgency_still_parses() -> None:
+    old = {
+        "sentiment": "negative",
+        "sentiment_score": -0.5,
+        "sentiment_confidence": 0.7,
+        "sentiment_evidence": ["vader:compound=-0.500"],
+        "topics": [{"name": "bug", "confidence": 0.55, "evidence": ["term:crash"]}],
+        "language": "en",
+        "engine": "rules",
+        "engine_version": "rules-1+taxonomy-1",
+    }
+    c = Classification.model_validate_json(json.dumps(old))
+    assert (c.intent.value, c.urgency, c.departments) == ("information", 0.0, [])
+
+
+def test_the_shipped_routing_rules_route_the_departments_a_model_suggests() -> None:
+    from shared.events import Department, DepartmentLabel, Sentiment
+    from shared.routing import RuleSet
+
+    rules = RuleSet.from_file(
+        REPO_ROOT / "config" / "routing.yaml", known_topics=Taxonomy.from_file(TAXONOMY).topics
+    )
+    c = Classification(
+        sentiment=Sentiment.NEUTRAL,
+        sentiment_score=0.0,
+        sentiment_confidence=0.5,
+        engine="learned",
+        engine_version="x",
+        departments=[DepartmentLabel(name=Department.PRODUCT, confidence=0.8)],
+    )
+    decision = rules.evaluate(_mention("The hinge feels flimsy"), c)
+    assert [d.value for d in decision.departments] == ["product"]
+    assert decision.assignments[0].rules == ["learned-suggests-product"]
+    # Without suggestions (the rule engine) those rules never match: the fallback applies.
+    plain = rules.evaluate(_mention("The hinge feels flimsy"), c.model_copy(update={"departments": []}))
+    assert plain.matched_rules == ("fallback",)
+
+
+def test_minilm_runs_offline_on_numpy_and_its_vectors_mean_something() -> None:
+    import numpy as np
+
+    from shared.classify.minilm import shared_minilm
+
+    model = shared_minilm()
+    texts = ["The battery life is great", "Battery lasts very long", "Support never answered my ticket"]
+    v = model.encode(texts)
+    assert v.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
+    assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.3
+    # Batching (with padding) gives the same vectors as one text at a time.
+    assert np.allclose(model.encode(texts[2:]), v[2:], atol=1e-4)
+    assert model.encode([""]).shape == (1, 384)
+
+
+def test_the_committed_accurate_model_uses_sentence_vectors() -> None:
+    path = REPO_ROOT / "models" / "minilm-v1.npz"
+    model = load_model(path)
+    assert model.embedder == "all-MiniLM-L6-v2"
+    engine = LearnedEngine(Taxonomy.from_file(TAXONOMY), model)
+    c = engine.classify(_mention("The battery dies after an hour and the screen flickers."))
+    assert c.engine_version.startswith("minilm-v1+")
+    assert "rnd" in {d.name.value for d in c.departments}
