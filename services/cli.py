@@ -16,7 +16,7 @@ from shared.settings import Settings
 log = logging.getLogger("mention_router")
 
 
-async def _serve_stage(name: str, settings: Settings) -> None:
+async def _serve_stage(name: str, settings: Settings, *, started: asyncio.Event | None = None) -> None:
     """Run one of ingest, classifier, router against the configured bus and database until SIGTERM."""
     from services.embedded import install_stop_signals
     from shared.bus import build_bus
@@ -36,6 +36,8 @@ async def _serve_stage(name: str, settings: Settings) -> None:
             log.warning("%s: bus not reachable (%s); retrying in %.1fs", name, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+    if started is not None:
+        started.set()
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
     try:
         if name == "ingest":
@@ -54,6 +56,53 @@ async def _serve_stage(name: str, settings: Settings) -> None:
         await bus.stop()
         await engine.dispose()
     log.info("%s stopped", name)
+
+
+async def _serve_stage_observed(name: str, settings: Settings) -> None:
+    """A stage with /metrics, /healthz and /readyz (ready once the bus is connected) on MR_METRICS_PORT."""
+    from shared.metrics import MetricsServer, initialise
+
+    initialise([name])
+    started = asyncio.Event()
+    if not settings.metrics_port:
+        await _serve_stage(name, settings, started=started)
+        return
+    server = MetricsServer(host=settings.metrics_host, port=settings.metrics_port, ready=started.is_set)
+    try:
+        await server.start()
+    except OSError as exc:
+        # In a container the port is the process's own; on a shared host (several stages started by
+        # hand) the first one takes it and the others go on without, rather than refuse to start.
+        log.warning(
+            "%s: cannot serve metrics on %s:%d (%s); set MR_METRICS_PORT to another port, or 0",
+            name,
+            settings.metrics_host,
+            settings.metrics_port,
+            exc.strerror or exc,
+        )
+        await _serve_stage(name, settings, started=started)
+        return
+    try:
+        await _serve_stage(name, settings, started=started)
+    finally:
+        await server.stop()
+
+
+def _cmd_topics_create(settings: Settings, args: argparse.Namespace) -> None:
+    from shared.settings import TopicOverride
+    from shared.topics import create_topics
+
+    overrides = dict(settings.topic_overrides)
+    for option, field in ((args.partitions, "partitions"), (args.retention_ms, "retention_ms")):
+        for item in option:
+            name, _, value = item.partition("=")
+            if not value.lstrip("-").isdigit():
+                raise ConfigError(f"expected NAME=INTEGER, got {item!r}")
+            current = overrides.get(name, TopicOverride())
+            overrides[name] = current.model_copy(update={field: int(value)})
+    settings = settings.model_copy(update={"topic_overrides": overrides})
+    for state in asyncio.run(create_topics(settings)):
+        print(state.describe())  # noqa: T201
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
@@ -108,6 +157,22 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="bring the database schema up to date (run before the services)")
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of the events on each topic")
     schemas.add_argument("--out", type=Path, default=Path("docs/schemas"))
+    topics = sub.add_parser("topics", help="manage the Kafka topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True)
+    create = topics_sub.add_parser(
+        "create",
+        help="create the missing topics (partitions, retention: MR_TOPIC_PARTITIONS, MR_TOPIC_RETENTION_MS, "
+        "MR_TOPIC_OVERRIDES, or the options below)",
+    )
+    create.add_argument(
+        "--partitions", action="append", default=[], metavar="TOPIC=N", help="e.g. mentions.raw=12"
+    )
+    create.add_argument(
+        "--retention-ms", action="append", default=[], metavar="TOPIC=MS", help="e.g. mentions.dlq=2592000000"
+    )
+    from shared.classify import commands as classifier_commands
+
+    classifier_commands.add_parsers(sub)
     sources = sub.add_parser("sources", help="manage sources")
     sources_sub = sources.add_subparsers(dest="sources_command", required=True)
     imp = sources_sub.add_parser("import", help="register the sources listed in a YAML file")
@@ -123,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "run":
             _cmd_run(args)
         elif args.command in ("ingest", "classifier", "router"):
-            asyncio.run(_serve_stage(args.command, settings))
+            asyncio.run(_serve_stage_observed(args.command, settings))
         elif args.command == "api":
             asyncio.run(_serve_api(settings))
         elif args.command == "migrate":
@@ -136,8 +201,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             for path in write_schemas(args.out):
                 print(path)  # noqa: T201
+        elif args.command == "topics":
+            _cmd_topics_create(settings, args)
         elif args.command == "sources":
             _cmd_sources_import(settings, args.file)
+        elif args.command in ("classify", "evaluate", "train"):
+            from shared.classify import commands as classifier_commands
+
+            sys.exit(classifier_commands.run(settings, args))
     except ConfigError as exc:
         log.error("configuration error: %s", exc)
         sys.exit(2)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from shared import metrics
 from shared.bus.base import Bus, CommitFailed, Consumer, OutMessage, Record
 from shared.errors import PoisonMessage, is_transient
 
@@ -75,6 +76,7 @@ class Stage:
         max_attempts: int = 3,
         poll_timeout_ms: int = 200,
         max_backoff_s: float = 5.0,
+        transactional_group: str | None = None,
     ) -> None:
         self.name = name
         self.stats = StageStats()
@@ -86,6 +88,9 @@ class Stage:
         self._max_attempts = max_attempts
         self._poll_timeout_ms = poll_timeout_ms
         self._max_backoff_s = max_backoff_s
+        # Set: outputs and offsets go in one Kafka transaction (exactly-once), committed as this group.
+        self._transactional_group = transactional_group
+        metrics.initialise([name])
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._consumer.start()
@@ -94,6 +99,7 @@ class Stage:
                 records = await self._consumer.getmany(
                     timeout_ms=self._poll_timeout_ms, max_records=self._max_records
                 )
+                await metrics.observe_lag(self.name, self._consumer)
                 if records:
                     await self._process(records, stop)
         finally:
@@ -102,15 +108,22 @@ class Stage:
     async def _process(self, records: list[Record], stop: asyncio.Event) -> None:
         attempt = 0
         while True:
+            started = time.monotonic()
             try:
                 result = await self._handle(records)
                 messages = result.out + [
                     dead_letter(r, e, stage=self.name, dlq_topic=self._dlq_topic) for r, e in result.dead
                 ]
-                await self._bus.send(messages)
-                await self._consumer.commit(records)
+                if self._transactional_group is not None:
+                    await self._bus.send_in_transaction(
+                        messages, records, consumer=self._consumer, group_id=self._transactional_group
+                    )
+                else:
+                    await self._bus.send(messages)
+                    await self._consumer.commit(records)
             except CommitFailed as exc:
                 # The partitions moved to another member, which will process them again.
+                metrics.count_error(self.name, "commit_failed")
                 log.warning(
                     "%s: commit refused after a rebalance (%s); the batch will be redelivered", self.name, exc
                 )
@@ -120,6 +133,7 @@ class Stage:
                     raise
                 attempt += 1
                 self.stats.retries += 1
+                metrics.count_error(self.name, "transient")
                 delay = min(self._max_backoff_s, 0.2 * 2 ** min(attempt, 10))
                 log.warning(
                     "%s: batch of %d failed (%s: %s); retrying in %.1fs (attempt %d)",
@@ -142,6 +156,13 @@ class Stage:
                 self.stats.records_in += len(records)
                 self.stats.records_out += len(result.out)
                 self.stats.dead_lettered += len(result.dead)
+                metrics.observe_batch(
+                    self.name,
+                    seconds=time.monotonic() - started,
+                    records=len(records),
+                    out=len(result.out),
+                    dead=len(result.dead),
+                )
                 for record, error in result.dead:
                     log.error(
                         "%s: dead-lettered %s[%d]@%d key=%s: %s",

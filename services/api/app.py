@@ -8,7 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api.deps import BusHolder
+from services.api.metrics import metrics_router
+from services.api.push import push
 from services.api.routes import router, v1
+from services.api.sources import sources
+from shared.bus import Bus, build_bus
 from shared.db import create_engine, session_factory
 from shared.settings import Settings
 
@@ -18,8 +23,9 @@ This API serves the departments' tools: their queues, the mentions routed to the
 """
 
 
-def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> FastAPI:
-    """The FastAPI app. With `engine` the caller owns the engine; otherwise the app's lifespan does."""
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bus | None = None) -> FastAPI:
+    """The FastAPI app. With `engine` or `bus` the caller owns (and has started) them; otherwise the
+    app's lifespan creates them, the bus on the first push so that reads work while the broker is away."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -27,13 +33,20 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
         db = engine or create_engine(settings.database_url, pool_size=settings.database_pool_size)
         app.state.settings = settings
         app.state.sessions = session_factory(db)
+        holder = BusHolder(bus, started=True) if bus is not None else BusHolder(build_bus(settings))
+        app.state.bus = holder
         try:
             yield
         finally:
+            if bus is None:
+                await holder.close()
             if own:
                 await db.dispose()
 
     app = FastAPI(title="Mention Router", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.include_router(router)
     app.include_router(v1)
+    app.include_router(sources)
+    app.include_router(push)
+    app.include_router(metrics_router)
     return app

@@ -1,0 +1,339 @@
+"""Checks of the deployment files that go beyond their JSON schemas (run by deploy/check.sh).
+
+    checks.py schemas OUT VERSION...   lay out kubernetes-validate's JSON schemas for kubeconform
+    checks.py compose PROJECT.json     the resolved compose project (from composecheck -json)
+    checks.py manifests FILE...        manifests rendered by `helm template`
+    checks.py static                   Dockerfile vs .dockerignore, chart config links, dashboard
+    checks.py extract KIND FILE OUT    the objects of one kind in FILE, as a JSON array in OUT
+
+Each check says what it found wrong and exits 1; silence and exit 0 mean every check passed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.settings import Settings  # noqa: E402 - after the path insert, for running from anywhere
+
+CHART = ROOT / "deploy" / "helm" / "mention-router"
+DASHBOARD = CHART / "dashboards" / "mention-router.json"
+STAGES = ("ingest", "classifier", "router")
+APP_SERVICES = ("api", *STAGES)
+
+problems: list[str] = []
+
+
+def problem(message: str) -> None:
+    problems.append(message)
+
+
+# --- Kubernetes schemas -----------------------------------------------------------------------------
+
+
+def cmd_schemas(out: Path, versions: list[str]) -> None:
+    """kubernetes-validate ships, per Kubernetes version, one JSON schema per kind whose references
+    point at `/api/_definitions.json` relative to an `$id` on kubernetes.io. kubeconform resolves
+    references against the file's own location, so the `$id` goes and the references become relative
+    to the directory: `<out>/v<version>-standalone-strict/<kind>-<group>-<version>.json`."""
+    import kubernetes_validate
+
+    source_root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    for version in versions:
+        source = source_root / f"v{version}-local-strict"
+        if not source.is_dir():
+            known = sorted(p.name for p in source_root.iterdir())
+            raise SystemExit(f"kubernetes-validate has no schemas for {version} (it has: {', '.join(known)})")
+        target = out / f"v{version}-standalone-strict"
+        target.mkdir(parents=True, exist_ok=True)
+        for path in source.glob("*.json"):
+            document = json.loads(path.read_text())
+            document.pop("$id", None)
+            text = json.dumps(document).replace('"/api/_definitions.json#', '"_definitions.json#')
+            (target / path.name).write_text(text)
+
+
+# --- compose ------------------------------------------------------------------------------------------
+
+
+def _settings_from_env(env: dict[str, str], where: str) -> Settings | None:
+    """The services' own settings class, fed the environment a deployment gives them."""
+    values = {k: v for k, v in env.items() if k.startswith("MR_")}
+    unknown = {k for k in values if k.removeprefix("MR_").lower() not in Settings.model_fields}
+    if unknown:
+        problem(f"{where}: environment variables no setting reads: {', '.join(sorted(unknown))}")
+    saved = dict(os.environ)
+    try:
+        for key in [k for k in os.environ if k.startswith("MR_")]:
+            del os.environ[key]
+        os.environ.update(values)
+        return Settings()
+    except Exception as exc:  # noqa: BLE001 - any validation error is reported as a finding
+        problem(f"{where}: the services would refuse this configuration: {exc}")
+        return None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def cmd_compose(project_file: Path) -> None:
+    project = json.loads(project_file.read_text())
+    services: dict[str, Any] = project["services"]
+    for name in ("kafka", "postgres", "migrate", "topics", *APP_SERVICES):
+        if name not in services:
+            problem(f"compose: no service {name!r}")
+    for name in ("migrate", "topics", *APP_SERVICES):
+        service = services.get(name, {})
+        settings = _settings_from_env(service.get("environment") or {}, f"compose service {name}")
+        if settings is not None and name == "topics":
+            for topic in settings.all_topics():
+                _, retention = settings.topic_spec(topic)
+                if retention is None:
+                    problem(f"compose: the topic job leaves the retention of {topic} to the broker")
+        command = service.get("command") or []
+        expected = {"migrate": ["migrate"], "topics": ["topics", "create"]}.get(name, [name])
+        if command != expected:
+            problem(f"compose service {name}: command {command}, expected {expected}")
+    for name in APP_SERVICES:
+        service = services.get(name, {})
+        health = service.get("healthcheck") or {}
+        if not health.get("test") or health.get("disable"):
+            problem(f"compose service {name}: no healthcheck")
+        depends = service.get("depends_on") or {}
+        conditions = {d: v.get("condition") for d, v in depends.items()}
+        if name != "classifier" and conditions.get("migrate") != "service_completed_successfully":
+            problem(f"compose service {name}: does not wait for the migration to complete")
+        if conditions.get("topics") != "service_completed_successfully":
+            problem(f"compose service {name}: does not wait for the topic job to complete")
+    for job in ("migrate", "topics"):
+        if (services.get(job, {}).get("restart") or "no") != "no":
+            problem(f"compose service {job}: a one-shot job must not restart")
+    published = [p for p in services.get("api", {}).get("ports") or [] if p.get("target") == 8000]
+    if not published or str(published[0].get("published")) != "8000":
+        problem("compose: the API is not published on port 8000")
+    for name in ("prometheus", "grafana"):
+        if "observability" not in (services.get(name, {}).get("profiles") or []):
+            problem(f"compose service {name}: not in the observability profile")
+    _check_prometheus_config(ROOT / "deploy" / "compose" / "prometheus" / "prometheus.yml")
+
+
+def _check_prometheus_config(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    ports: dict[str, int] = {}
+    for job in config.get("scrape_configs", []):
+        for sd in job.get("dns_sd_configs", []):
+            for name in sd.get("names", []):
+                ports[name] = int(sd.get("port", 0))
+    want = {"api": 8000, **dict.fromkeys(STAGES, 9100)}
+    if any(ports.get(name) != port for name, port in want.items()):
+        problem(f"prometheus.yml: scrapes {ports}, expected at least {want}")
+
+
+# --- rendered manifests -----------------------------------------------------------------------------
+
+
+def _documents(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                yield document
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def cmd_manifests(paths: list[Path]) -> None:
+    for path in paths:
+        _check_release(path, list(_documents([path])))
+
+
+def _check_release(path: Path, documents: list[dict[str, Any]]) -> None:
+    where = path.name
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for d in documents:
+        by_kind.setdefault(d["kind"], []).append(d)
+    deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+    services = by_kind.get("Service", [])
+    components = {
+        d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+        for d in deployments.values()
+    }
+    if components != set(APP_SERVICES):
+        problem(
+            f"{where}: Deployments for {sorted(c or '?' for c in components)}, "
+            f"expected {sorted(APP_SERVICES)}"
+        )
+    config_maps = {d["metadata"]["name"]: d for d in by_kind.get("ConfigMap", [])}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]
+        if not _matches(deployment["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"]):
+            problem(f"{where}: Deployment {name}: its selector does not select its own pods")
+        spec = pod["spec"]
+        (container,) = spec["containers"]
+        component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        if container.get("args") != [component]:
+            problem(f"{where}: Deployment {name}: args {container.get('args')}, expected [{component!r}]")
+        port_names = {p["name"] for p in container.get("ports", [])}
+        for probe, path_ in (
+            ("livenessProbe", "/healthz"),
+            ("readinessProbe", "/readyz"),
+            ("startupProbe", "/healthz"),
+        ):
+            http = (container.get(probe) or {}).get("httpGet") or {}
+            if http.get("path") != path_ or http.get("port") not in port_names:
+                problem(f"{where}: Deployment {name}: {probe} is not GET {path_} on a declared port")
+        env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+        secret_refs = [e for e in container.get("env", []) if "valueFrom" in e]
+        # The database URL comes from a Secret; any syntactically valid URL stands in for it here.
+        for ref in secret_refs:
+            env[ref["name"]] = (
+                "postgresql+asyncpg://user:secret@db:5432/app" if ref["name"] == "MR_DATABASE_URL" else "x"
+            )
+        settings = _settings_from_env(env, f"{where}: Deployment {name}")
+        if settings is not None:
+            mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+            for file in (settings.taxonomy_file, settings.routing_file):
+                if not str(file).startswith(mounts.get("config", "/nowhere") + "/"):
+                    problem(f"{where}: Deployment {name}: {file} is not on the mounted ConfigMap")
+        for volume in spec.get("volumes", []):
+            cm = (volume.get("configMap") or {}).get("name")
+            if cm and cm not in config_maps:
+                problem(f"{where}: Deployment {name}: mounts ConfigMap {cm}, which the chart does not render")
+        selected = [s for s in services if _matches(s["spec"]["selector"], pod["metadata"]["labels"])]
+        if not selected:
+            problem(f"{where}: Deployment {name}: no Service selects its pods")
+        for service in selected:
+            for port in service["spec"]["ports"]:
+                if port.get("targetPort") not in port_names:
+                    problem(
+                        f"{where}: Service {service['metadata']['name']}: "
+                        f"targetPort {port.get('targetPort')} is not a port of {name}"
+                    )
+    for config_map in config_maps.values():
+        for key, text in (config_map.get("data") or {}).items():
+            if key.endswith(".yaml") and not yaml.safe_load(text):
+                problem(f"{where}: ConfigMap {config_map['metadata']['name']}: {key} is empty or not YAML")
+    for pdb in by_kind.get("PodDisruptionBudget", []):
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        if not any(
+            _matches(selector, d["spec"]["template"]["metadata"]["labels"]) for d in deployments.values()
+        ):
+            problem(f"{where}: PodDisruptionBudget {pdb['metadata']['name']} selects no pods")
+    for hpa in by_kind.get("HorizontalPodAutoscaler", []):
+        target = hpa["spec"]["scaleTargetRef"]["name"]
+        if target not in deployments:
+            problem(
+                f"{where}: HorizontalPodAutoscaler {hpa['metadata']['name']} targets {target}, not rendered"
+            )
+        elif "replicas" in deployments[target]["spec"]:
+            problem(f"{where}: Deployment {target} sets replicas although an HPA scales it")
+    hooks = {j["metadata"]["name"]: j["metadata"].get("annotations", {}) for j in by_kind.get("Job", [])}
+    for suffix in ("-migrate", "-topics"):
+        job = next((a for n, a in hooks.items() if n.endswith(suffix)), None)
+        if (
+            job is None
+            or "pre-install" not in job.get("helm.sh/hook", "")
+            or "pre-upgrade" not in job.get("helm.sh/hook", "")
+        ):
+            problem(f"{where}: no pre-install/pre-upgrade hook Job *{suffix}")
+    for monitor in by_kind.get("ServiceMonitor", []):
+        # Its schema is checked by crdcheck; here, that it finds the Services and their ports.
+        spec = monitor["spec"]
+        selected = [s for s in services if _matches(spec["selector"]["matchLabels"], s["metadata"]["labels"])]
+        ports = {p.get("name") for s in selected for p in s["spec"]["ports"]}
+        for endpoint in spec.get("endpoints", []):
+            if endpoint.get("port") not in ports or endpoint.get("path") != "/metrics":
+                problem(f"{where}: ServiceMonitor endpoint {endpoint} matches no Service port")
+        if len(selected) != len(APP_SERVICES):
+            problem(f"{where}: ServiceMonitor selects {len(selected)} Services, expected {len(APP_SERVICES)}")
+
+
+# --- static files -----------------------------------------------------------------------------------
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore semantics, for the simple patterns this repository uses."""
+    ignored = False
+    parts = path.strip("/").split("/")
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw.removeprefix("!").strip("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if fnmatch.fnmatchcase(prefix, pattern) or (
+                pattern.startswith("**/") and fnmatch.fnmatchcase(parts[i - 1], pattern.removeprefix("**/"))
+            ):
+                ignored = not negate
+                break
+    return ignored
+
+
+def cmd_static() -> None:
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    for line in re.findall(r"^COPY (?!--from)(.+)$", dockerfile, flags=re.M):
+        sources = line.split()[:-1]
+        for source in sources:
+            if not (ROOT / source).exists():
+                problem(f"Dockerfile: COPY {source}: no such file in the repository")
+            elif _ignored(source, patterns):
+                problem(f"Dockerfile: COPY {source}: excluded from the build context by .dockerignore")
+    for name in ("taxonomy.yaml", "routing.yaml"):
+        link = CHART / "files" / name
+        if not link.is_symlink() or link.resolve() != (ROOT / "config" / name).resolve():
+            problem(f"{link.relative_to(ROOT)} must be a link to config/{name} (one source for both)")
+    known = set(re.findall(r'"((?:mr|process)_[a-z_]+)"', (ROOT / "shared" / "metrics.py").read_text()))
+    known |= set(re.findall(r'"(mr_[a-z_]+)"', (ROOT / "services" / "api" / "metrics.py").read_text()))
+    known |= {"process_resident_memory_bytes", "process_cpu_seconds_total"}
+    dashboard = json.loads(DASHBOARD.read_text())
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            used |= set(re.findall(r"\b((?:mr|process)_[a-z_]+?)(?:_bucket|_sum|_count)?\b", target["expr"]))
+    for name in sorted(used - known):
+        problem(f"{DASHBOARD.relative_to(ROOT)}: queries {name}, which no service exports")
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("throughput", "lag", "queue", "sla", "dead-letter"):
+        if topic not in titles:
+            problem(f"{DASHBOARD.relative_to(ROOT)}: no panel about {topic}")
+
+
+def main(argv: list[str]) -> int:
+    command, args = argv[0], argv[1:]
+    if command == "schemas":
+        cmd_schemas(Path(args[0]), args[1:])
+    elif command == "compose":
+        cmd_compose(Path(args[0]))
+    elif command == "manifests":
+        cmd_manifests([Path(a) for a in args])
+    elif command == "static":
+        cmd_static()
+    elif command == "extract":
+        kind, source, target = args
+        objects = [d for d in _documents([Path(source)]) if d.get("kind") == kind]
+        Path(target).write_text(json.dumps(objects))
+    else:
+        raise SystemExit(__doc__)
+    for message in problems:
+        sys.stderr.write(f"FAIL {message}\n")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
