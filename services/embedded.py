@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
-from sqlalchemy import delete, exists
+from sqlalchemy import delete, exists, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.app import create_app
@@ -18,7 +18,7 @@ from services.classifier import bootstrap as classifier_bootstrap
 from services.ingest import bootstrap as ingest_bootstrap
 from services.router import bootstrap as router_bootstrap
 from shared.bus import MemoryBroker, MemoryBus
-from shared.db import MentionRow, SeenEntryRow, create_engine, migrate, session_factory
+from shared.db import MentionRow, SeenEntryRow, SourceRow, create_engine, migrate, session_factory
 from shared.settings import REPO_ROOT, BusKind, Settings
 from shared.sources import add_source, load_sources_file
 
@@ -92,7 +92,7 @@ async def run_embedded(
     tasks = [ingest_task, *pipeline]
     server: QuietSignalsServer | None = None
     if serve_api:
-        app = create_app(settings, engine=engine)
+        app = create_app(settings, engine=engine, bus=bus)
         server = QuietSignalsServer(
             uvicorn.Config(
                 app, host=settings.api_host, port=settings.api_port, log_level="warning", lifespan="on"
@@ -137,14 +137,18 @@ async def _drain(broker: MemoryBroker, settings: Settings, *, within: float) -> 
 
 
 async def forget_unrouted(engine: AsyncEngine) -> int:
-    """Forget seen entries that never reached the database.
+    """Forget seen entries that never reached the database, and poll every source at start.
 
     In one process the in-memory bus dies with the process, so an entry ingest published but the router
-    never stored (a crash, a kill) would otherwise be skipped forever as 'already seen'.
+    never stored (a crash, a kill) would otherwise be skipped forever as 'already seen'; polling at once
+    fetches it again. A lease left by a killed run belongs to no one now, so it is cleared too.
     """
     async with session_factory(engine)() as session, session.begin():
         result = await session.execute(
             delete(SeenEntryRow).where(~exists().where(MentionRow.id == SeenEntryRow.mention_id))
+        )
+        await session.execute(
+            update(SourceRow).values(next_poll_at=None, lease_owner=None, lease_expires_at=None)
         )
     return int(getattr(result, "rowcount", 0) or 0)
 

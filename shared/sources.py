@@ -14,8 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shared.db import SourceRow
 from shared.errors import ConfigError
 from shared.events import utcnow
+from shared.filters import FilterSyntaxError, KeywordFilter
 
 SOURCE_KINDS = ("feed", "comments")
+BACKFILL_POLICIES = ("all", "new")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class SourceSpec:
     poll_interval_s: int = 300
     language: str | None = None
     enabled: bool = True
+    filter_query: str | None = None
+    backfill: str = "all"
 
 
 async def add_source(session: AsyncSession, spec: SourceSpec) -> tuple[SourceRow, bool]:
@@ -48,6 +52,8 @@ async def add_source(session: AsyncSession, spec: SourceSpec) -> tuple[SourceRow
         updated_at=now,
         consecutive_failures=0,
         items_seen=0,
+        filter_query=spec.filter_query,
+        backfill=spec.backfill,
     )
     session.add(row)
     await session.flush()
@@ -84,6 +90,12 @@ def _spec(raw: Any, *, base: Path, at: str) -> SourceSpec:
     interval = raw.get("poll_interval_seconds", 300)
     if not isinstance(interval, int) or interval < 1:
         raise ConfigError(f"{at}: poll_interval_seconds must be a positive whole number")
+    backfill = str(raw.get("backfill", "all"))
+    if backfill not in BACKFILL_POLICIES:
+        raise ConfigError(f"{at}: backfill {backfill!r} is not one of {', '.join(BACKFILL_POLICIES)}")
+    query = raw.get("filter")
+    if query is not None:
+        check_filter(str(query), at=at)
     return SourceSpec(
         name=str(raw["name"]),
         url=url,
@@ -92,4 +104,14 @@ def _spec(raw: Any, *, base: Path, at: str) -> SourceSpec:
         poll_interval_s=interval,
         language=raw.get("language"),
         enabled=bool(raw.get("enabled", True)),
+        filter_query=str(query) if query is not None else None,
+        backfill=backfill,
     )
+
+
+def check_filter(query: str, *, at: str = "filter") -> None:
+    """Raise ConfigError when the keyword filter cannot be read (syntax: shared/filters.py)."""
+    try:
+        KeywordFilter.parse(query)
+    except FilterSyntaxError as exc:
+        raise ConfigError(f"{at}: {exc}") from exc

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.bus import Bus
+from shared.errors import is_transient
 from shared.settings import Settings
 
 
@@ -22,5 +25,39 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_bus(request: Request) -> Bus:
+    """The started bus; 503 when the broker cannot be reached (reads keep working without it)."""
+    holder: BusHolder = request.app.state.bus
+    try:
+        return await holder.get()
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the message broker is unavailable") from exc
+
+
+class BusHolder:
+    """Starts the bus on first use, so that the API serves reads while the broker is away."""
+
+    def __init__(self, bus: Bus, *, started: bool = False) -> None:
+        self._bus = bus
+        self._started = started
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Bus:
+        if not self._started:
+            async with self._lock:
+                if not self._started:
+                    await self._bus.start()
+                    self._started = True
+        return self._bus
+
+    async def close(self) -> None:
+        if self._started:
+            self._started = False
+            await self._bus.stop()
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+BusDep = Annotated[Bus, Depends(get_bus)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

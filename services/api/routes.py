@@ -10,7 +10,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import and_, exists, func, or_, select, text
-from sqlalchemy.exc import IntegrityError
 
 from services.api.deps import SessionDep, SettingsDep
 from services.api.schemas import (
@@ -20,14 +19,10 @@ from services.api.schemas import (
     MentionPublic,
     QueueCounts,
     Queues,
-    SourceCreate,
-    SourceList,
-    SourcePublic,
 )
-from shared.db import AssignmentRow, MentionRow, MentionTopicRow, SourceRow
+from shared.db import AssignmentRow, MentionRow, MentionTopicRow
 from shared.events import Department, Sentiment
 from shared.settings import DEPARTMENTS
-from shared.sources import SourceSpec, add_source
 
 router = APIRouter()
 v1 = APIRouter(prefix="/v1")
@@ -182,57 +177,3 @@ async def queues(session: SessionDep) -> Queues:
             QueueCounts(department=d, total=sum(by.values()), by_status=by) for d, by in counts.items()
         ]
     )
-
-
-def _source_public(row: SourceRow) -> SourcePublic:
-    return SourcePublic(
-        id=row.id,
-        name=row.name,
-        url=row.url,
-        kind=row.kind,
-        enabled=row.enabled,
-        influence=row.influence,
-        poll_interval_seconds=row.poll_interval_s,
-        language=row.language,
-        created_at=row.created_at,
-        last_polled_at=row.last_polled_at,
-        last_success_at=row.last_success_at,
-        last_error=row.last_error,
-        consecutive_failures=row.consecutive_failures,
-        items_seen=row.items_seen,
-    )
-
-
-@v1.post(
-    "/sources",
-    response_model=SourcePublic,
-    status_code=status.HTTP_201_CREATED,
-    tags=["sources"],
-    responses={409: {"description": "A source with this URL exists"}},
-)
-async def create_source(session: SessionDep, body: SourceCreate) -> SourcePublic:
-    """Register a feed or comment feed; ingest picks it up within seconds."""
-    spec = SourceSpec(
-        name=body.name,
-        url=str(body.url),
-        kind=body.kind,
-        influence=body.influence,
-        poll_interval_s=body.poll_interval_seconds,
-        language=body.language,
-        enabled=body.enabled,
-    )
-    try:
-        row, created = await add_source(session, spec)
-        await session.commit()
-    except IntegrityError:
-        created = False
-    if not created:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"a source with URL {spec.url} already exists")
-    return _source_public(row)
-
-
-@v1.get("/sources", response_model=SourceList, tags=["sources"])
-async def list_sources(session: SessionDep) -> SourceList:
-    """Every source with its health: last poll, last success, last error, failures, items seen."""
-    rows = await session.scalars(select(SourceRow).order_by(SourceRow.created_at, SourceRow.id))
-    return SourceList(items=[_source_public(r) for r in rows])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class AssignmentPublic(BaseModel):
@@ -67,6 +67,29 @@ class SourceCreate(BaseModel):
     poll_interval_seconds: int = Field(default=300, ge=1, le=86_400)
     language: str | None = Field(default=None, min_length=2, max_length=8)
     enabled: bool = True
+    filter: str | None = Field(
+        default=None,
+        max_length=2000,
+        description='Only entries matching this become mentions, e.g. `"acme cloud" OR acmecloud -jobs`.',
+    )
+    backfill: Literal["all", "new"] = Field(
+        default="all", description="First poll: every entry in the feed, or only those published after now."
+    )
+
+
+class SourceUpdate(BaseModel):
+    """The fields to change; the others stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    url: AnyHttpUrl | None = None
+    influence: int | None = Field(default=None, ge=1, le=3)
+    poll_interval_seconds: int | None = Field(default=None, ge=1, le=86_400)
+    language: str | None = Field(default=None, min_length=2, max_length=8)
+    enabled: bool | None = None
+    filter: str | None = Field(default=None, max_length=2000)
+    backfill: Literal["all", "new"] | None = None
 
 
 class SourcePublic(BaseModel):
@@ -84,6 +107,14 @@ class SourcePublic(BaseModel):
     last_error: str | None
     consecutive_failures: int
     items_seen: int
+    filter: str | None
+    backfill: str
+    parent_id: str | None = Field(
+        description="For a discovered per-post comment feed: the source of the post."
+    )
+    post_url: str | None
+    next_poll_at: datetime | None
+    last_status: int | None
 
 
 class SourceList(BaseModel):
@@ -93,3 +124,33 @@ class SourceList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class MentionPush(BaseModel):
+    """A post or comment forwarded from another network by an integration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        min_length=1,
+        max_length=60,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Where it came from.",
+    )
+    url: AnyHttpUrl
+    title: str = Field(default="", max_length=1_000)
+    text: str = Field(max_length=100_000)
+    author: str = Field(default="", max_length=300)
+    external_id: str | None = Field(
+        default=None, min_length=1, max_length=500, description="The id on the other network; else the URL."
+    )
+    published_at: AwareDatetime | None = None
+    kind: Literal["post", "comment"] = "post"
+    in_reply_to: AnyHttpUrl | None = None
+    language: str | None = Field(default=None, min_length=2, max_length=8)
+    influence: int = Field(default=1, ge=1, le=3)
+
+
+class PushAccepted(BaseModel):
+    accepted: int
+    ids: list[str] = Field(description="The mention ids, in the order of the request.")

@@ -1,30 +1,73 @@
-"""Ingest: polls each enabled source on its own schedule and publishes new entries to `mentions.raw`."""
+"""Ingest: polls each enabled source on its own schedule and publishes new entries to `mentions.raw`.
+
+The schedule lives in the database (`sources.next_poll_at`) and a replica takes a source by a lease
+(`lease_owner`, `lease_expires_at`, set with a compare-and-set UPDATE), so any number of replicas can
+run: each due source is polled by one of them, and a replica that dies loses its leases when they
+expire. Nothing a second replica would need is kept in memory.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import random
-import time
-from collections.abc import Callable
-from datetime import datetime
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.ingest.feeds import FeedError, SourceInfo, fetch, parse
+from services.ingest import minhash
+from services.ingest.feeds import (
+    CommentFeed,
+    FeedError,
+    FetchResult,
+    SourceInfo,
+    discover_feed_url,
+    fetch,
+    looks_like_html,
+    parse,
+)
+from shared import metrics
 from shared.bus import Bus
 from shared.bus.codec import encode
-from shared.db import SeenEntryRow, SourceRow, insert_ignore
+from shared.db import FingerprintRow, SeenEntryRow, SourceRow, insert_ignore
 from shared.errors import is_transient
 from shared.events import Mention, MentionIngested, utcnow
+from shared.filters import FilterSyntaxError, KeywordFilter
+from shared.netguard import NetPolicy, guarded_transport
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _CE_SOURCE = "/mention-router/ingest"
+
+
+def source_info(row: SourceRow) -> SourceInfo:
+    return SourceInfo(
+        id=row.id,
+        name=row.name,
+        url=row.url,
+        kind=row.kind,
+        influence=row.influence,
+        language=row.language,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        filter_query=row.filter_query,
+        backfill=row.backfill,
+        created_at=row.created_at,
+        post_url=row.post_url,
+        parent_id=row.parent_id,
+        poll_interval_s=float(row.poll_interval_s),
+        consecutive_failures=row.consecutive_failures,
+    )
 
 
 class IngestService:
@@ -35,21 +78,25 @@ class IngestService:
         bus: Bus,
         sessions: async_sessionmaker[AsyncSession],
         clock: Callable[[], datetime] = utcnow,
+        owner: str | None = None,
     ) -> None:
         self._settings = settings
         self._bus = bus
         self._sessions = sessions
         self._clock = clock
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._policy = NetPolicy.from_setting(settings.ingest_allowed_networks)
         self._limit = asyncio.Semaphore(settings.ingest_concurrency)
-        self._next_due: dict[str, float] = {}
+        self._host_limits: dict[str, asyncio.Semaphore] = {}
 
     def _client(self) -> httpx.AsyncClient:
         timeout = self._settings.ingest_http_timeout_s
         return httpx.AsyncClient(
+            transport=guarded_transport(self._policy),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             follow_redirects=True,
             max_redirects=5,
-            headers={"User-Agent": "MentionRouter/0.1 (+feed ingest)"},
+            headers={"User-Agent": "MentionRouter/0.1 (+feed ingest)", "Accept-Encoding": "gzip, deflate"},
             trust_env=False,
         )
 
@@ -58,95 +105,161 @@ class IngestService:
         async with self._client() as client:
             while not stop.is_set():
                 try:
-                    sources = await self._load_sources()
+                    claimed = await self._claim(limit=self._settings.ingest_concurrency * 2)
+                    if claimed:
+                        await asyncio.gather(*(self.poll(client, s) for s in claimed))
+                        continue
+                    wait = await self._seconds_to_next_due()
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
-                    log.warning("ingest: cannot read sources (%s); retrying", exc)
-                    sources = []
-                now = time.monotonic()
-                due = [s for s in sources if self._next_due.get(s[0].id, 0.0) <= now]
-                if due:
-                    await asyncio.gather(*(self._poll_scheduled(client, s, interval) for s, interval in due))
-                wait = self._settings.ingest_sources_refresh_s
-                if self._next_due:
-                    wait = min(wait, max(0.05, min(self._next_due.values()) - time.monotonic()))
+                    log.warning("ingest: database unavailable (%s); retrying", exc)
+                    wait = 2.0
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
 
     async def poll_all(self) -> int:
-        """Poll every enabled source once, now. Returns how many mentions were published."""
+        """Poll every enabled source once, now, whatever its schedule. Returns mentions published."""
         async with self._client() as client:
-            sources = await self._load_sources()
-            counts = await asyncio.gather(*(self.poll(client, s) for s, _ in sources))
+            claimed = await self._claim(limit=None, due_only=False)
+            counts = await asyncio.gather(*(self.poll(client, s) for s in claimed))
         return sum(counts)
 
-    async def _poll_scheduled(self, client: httpx.AsyncClient, source: SourceInfo, interval: float) -> None:
-        await self.poll(client, source)
-        # Jitter keeps sources added together from being polled in lockstep forever.
-        self._next_due[source.id] = time.monotonic() + interval * random.uniform(0.9, 1.1)
-
-    async def _load_sources(self) -> list[tuple[SourceInfo, float]]:
+    async def _seconds_to_next_due(self) -> float:
         async with self._sessions() as session:
-            rows = (await session.scalars(select(SourceRow).where(SourceRow.enabled))).all()
-        live = {r.id for r in rows}
-        for gone in set(self._next_due) - live:
-            del self._next_due[gone]
-        return [
-            (
-                SourceInfo(
-                    id=r.id,
-                    name=r.name,
-                    url=r.url,
-                    kind=r.kind,
-                    influence=r.influence,
-                    language=r.language,
-                    etag=r.etag,
-                    last_modified=r.last_modified,
-                ),
-                float(r.poll_interval_s or self._settings.ingest_default_poll_interval_s),
-            )
-            for r in rows
-        ]
+            next_due = await session.scalar(select(func.min(SourceRow.next_poll_at)).where(SourceRow.enabled))
+        refresh = self._settings.ingest_sources_refresh_s
+        if next_due is None:
+            return refresh
+        return max(0.05, min(refresh, (next_due - self._clock()).total_seconds()))
+
+    async def _claim(self, *, limit: int | None, due_only: bool = True) -> list[SourceInfo]:
+        """Take the lease of due sources nobody holds (compare-and-set: one replica wins each)."""
+        now = self._clock()
+        free = or_(SourceRow.lease_expires_at.is_(None), SourceRow.lease_expires_at < now)
+        due = or_(SourceRow.next_poll_at.is_(None), SourceRow.next_poll_at <= now)
+        conditions = [SourceRow.enabled, free, *([due] if due_only else [])]
+        query = select(SourceRow.id).where(*conditions)
+        query = query.order_by(SourceRow.next_poll_at.is_(None).desc(), SourceRow.next_poll_at, SourceRow.id)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._sessions() as session:
+            candidates = list((await session.scalars(query)).all())
+        if not candidates:
+            return []
+        expires = now + timedelta(seconds=self._settings.ingest_lease_s)
+        # Compare-and-set in one statement: the conditions are checked again under the row locks, so
+        # of two replicas racing for a source exactly one gets it.
+        async with self._sessions() as session, session.begin():
+            taken = (
+                await session.scalars(
+                    update(SourceRow)
+                    .where(SourceRow.id.in_(candidates), *conditions)
+                    .values(lease_owner=self.owner, lease_expires_at=expires)
+                    .returning(SourceRow.id)
+                )
+            ).all()
+            rows = (await session.scalars(select(SourceRow).where(SourceRow.id.in_(list(taken))))).all()
+        return [source_info(r) for r in rows]
+
+    def _host_limit(self, url: str) -> asyncio.Semaphore:
+        host = urlsplit(url).netloc.lower()
+        limit = self._host_limits.get(host)
+        if limit is None:
+            limit = self._host_limits[host] = asyncio.Semaphore(self._settings.ingest_per_host_concurrency)
+        return limit
 
     async def poll(self, client: httpx.AsyncClient, source: SourceInfo) -> int:
-        """Fetch one source, publish its unseen entries, record its health. Never raises for the
-        source's own faults: they are stored as its last error and the other sources go on."""
-        async with self._limit:
+        """Fetch one claimed source, publish its new entries, record its health and next poll.
+
+        Never raises for the source's own faults: they become its last error, the poll is retried
+        with backoff, and the other sources go on."""
+        async with self._limit, self._host_limit(source.url):
             polled_at = self._clock()
             try:
-                result = await fetch(
-                    client,
-                    source,
-                    max_bytes=self._settings.ingest_max_feed_bytes,
-                    allow_file_urls=self._settings.ingest_allow_file_urls,
-                )
+                result, url = await self._fetch(client, source)
                 if result.not_modified:
-                    await self._record(source, polled_at, error=None, published=[])
+                    await self._record_success(source, polled_at, published=[], result=result, url=url)
                     return 0
-                mentions = parse(result.body, source, now=polled_at)
+                parsed = parse(result.body, source, now=polled_at)
+                metrics.count_in("ingest", len(parsed.mentions))
+                mentions = self._wanted(source, parsed.mentions)
                 fresh = await self._unseen(mentions)
+                fresh, signatures = await self._mark_near_duplicates(fresh)
                 await self._publish(fresh)
-                await self._record(
+                comment_feeds = self._comment_feeds(source, parsed.comment_feeds, mentions)
+                await self._record_success(
                     source,
                     polled_at,
-                    error=None,
                     published=fresh,
-                    etag=result.etag,
-                    last_modified=result.last_modified,
+                    result=result,
+                    url=url,
+                    signatures=signatures,
+                    comment_feeds=comment_feeds,
                 )
                 if fresh:
-                    log.info("ingest: %s: %d new of %d entries", source.name, len(fresh), len(mentions))
+                    log.info(
+                        "ingest: %s: %d new of %d entries", source.name, len(fresh), len(parsed.mentions)
+                    )
                 return len(fresh)
             except FeedError as exc:
-                await self._record_failure(source, polled_at, str(exc))
-            except Exception as exc:
+                metrics.count_error("ingest", "source")
+                await self._record_failure(
+                    source, polled_at, str(exc), retry_after=exc.retry_after, status=exc.status
+                )
+            except Exception as exc:  # one source's fault must not stop the others
+                metrics.count_error("ingest", "transient" if is_transient(exc) else "unexpected")
                 if is_transient(exc):
                     log.warning("ingest: %s: %s: %s (will retry)", source.name, type(exc).__name__, exc)
                 else:
                     log.exception("ingest: %s: unexpected error", source.name)
                 await self._record_failure(source, polled_at, f"{type(exc).__name__}: {exc}")
             return 0
+
+    async def _fetch(self, client: httpx.AsyncClient, source: SourceInfo) -> tuple[FetchResult, str]:
+        """The feed, following one step of autodiscovery when the URL is an HTML page."""
+        settings = self._settings
+        options = {
+            "max_bytes": settings.ingest_max_feed_bytes,
+            "allow_file_urls": settings.ingest_allow_file_urls,
+        }
+        result = await fetch(client, source, **options)  # type: ignore[arg-type]
+        url = result.moved_to or source.url
+        if result.status == 200 and looks_like_html(result):
+            feed_url = discover_feed_url(result.body, url)
+            if feed_url is None:
+                raise FeedError(f"{url} is an HTML page that announces no RSS or Atom feed")
+            log.info("ingest: %s: %s announces the feed %s", source.name, url, feed_url)
+            result = await fetch(client, source, url=feed_url, **options)  # type: ignore[arg-type]
+            url = result.moved_to or feed_url
+            if looks_like_html(result):
+                raise FeedError(f"the feed {feed_url} announced by {source.url} is an HTML page")
+        return result, url
+
+    def _wanted(self, source: SourceInfo, mentions: list[Mention]) -> list[Mention]:
+        """Entries that pass the source's keyword filter and backfill policy."""
+        out = mentions
+        if source.filter_query:
+            try:
+                keep = KeywordFilter.parse(source.filter_query)
+            except FilterSyntaxError as exc:
+                raise FeedError(f"the source's filter cannot be read: {exc}") from exc
+            out = [m for m in out if keep.matches(f"{m.title}\n{m.text}")]
+        if source.backfill == "new" and source.created_at is not None:
+            out = [m for m in out if m.published_at >= source.created_at]
+        return out
+
+    def _comment_feeds(
+        self, source: SourceInfo, feeds: list[CommentFeed], wanted: list[Mention]
+    ) -> list[CommentFeed]:
+        if not self._settings.ingest_discover_comment_feeds or source.kind == "comments":
+            return []
+        if source.url.startswith("file:"):
+            # A local file (the bundled examples) announces URLs of sites that are not there.
+            return []
+        posts = {m.url for m in wanted}
+        # Only the comments under posts that passed the filter; a post with no comments yet waits.
+        return [f for f in feeds if f.post_url in posts and f.count != 0]
 
     async def _unseen(self, mentions: list[Mention]) -> list[Mention]:
         unique = list({m.id: m for m in mentions}.values())
@@ -157,14 +270,63 @@ class IngestService:
         async with self._sessions() as session:
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
-                seen.update(
-                    (
-                        await session.scalars(
-                            select(SeenEntryRow.mention_id).where(SeenEntryRow.mention_id.in_(chunk))
-                        )
-                    ).all()
-                )
+                query = select(SeenEntryRow.mention_id).where(SeenEntryRow.mention_id.in_(chunk))
+                seen.update((await session.scalars(query)).all())
         return [m for m in unique if m.id not in seen]
+
+    async def _mark_near_duplicates(
+        self, mentions: list[Mention]
+    ) -> tuple[list[Mention], dict[str, tuple[int, ...]]]:
+        """Link each mention whose text nearly repeats an earlier one (MinHash) to that original.
+        Returns the mentions and the signatures of the originals, to be stored with them."""
+        signatures: dict[str, tuple[int, ...]] = {}
+        if not self._settings.ingest_near_duplicates or not mentions:
+            return mentions, signatures
+        # The text alone: syndicating sites often rewrite the headline.
+        sigs = {m.id: minhash.signature(m.text) for m in mentions}
+        keys = {mid: minhash.band_keys(sig) for mid, sig in sigs.items() if sig is not None}
+        # Earlier mentions sharing a band with any of these, in one query per 100 mentions.
+        index: dict[tuple[int, int], list[tuple[str, Sequence[int]]]] = {}
+        wanted = list(keys.values())
+        band_columns = [getattr(FingerprintRow, f"band{b}") for b in range(minhash.BANDS)]
+        # Syndication happens within days; older fingerprints are not looked at.
+        since = self._clock() - timedelta(days=self._settings.ingest_near_duplicate_window_days)
+        async with self._sessions() as session:
+            for i in range(0, len(wanted), 100):
+                chunk = wanted[i : i + 100]
+                query = select(FingerprintRow.mention_id, FingerprintRow.signature, *band_columns).where(
+                    or_(*(col.in_({k[b] for k in chunk}) for b, col in enumerate(band_columns))),
+                    FingerprintRow.created_at >= since,
+                )
+                for mention_id, encoded, *row_keys in (await session.execute(query)).all():
+                    stored = (mention_id, minhash.decode(encoded))
+                    for b, key in enumerate(row_keys):
+                        index.setdefault((b, key), []).append(stored)
+        out: list[Mention] = []
+        for m in mentions:
+            sig = sigs[m.id]
+            if sig is None:
+                out.append(m)
+                continue
+            best: tuple[float, str] | None = None
+            seen: set[str] = set()
+            for b, key in enumerate(keys[m.id]):
+                for other_id, other in index.get((b, key), ()):
+                    if other_id in seen or other_id == m.id:
+                        continue
+                    seen.add(other_id)
+                    score = minhash.similarity(sig, other)
+                    if score >= minhash.THRESHOLD and (best is None or score > best[0]):
+                        best = (score, other_id)
+            if best is not None:
+                out.append(m.model_copy(update={"near_duplicate_of": best[1]}))
+                continue
+            # An original: later mentions of this same batch are compared with it too.
+            signatures[m.id] = sig
+            for b, key in enumerate(keys[m.id]):
+                index.setdefault((b, key), []).append((m.id, sig))
+            out.append(m)
+        return out, signatures
 
     async def _publish(self, mentions: list[Mention]) -> None:
         if not mentions:
@@ -176,16 +338,22 @@ class IngestService:
                 for m in mentions
             ]
         )
+        metrics.count_out("ingest", len(mentions))
 
-    async def _record(
+    def _next_poll(self, source: SourceInfo, polled_at: datetime) -> datetime:
+        # Jitter keeps sources added together from being polled in lockstep forever.
+        return polled_at + timedelta(seconds=source.poll_interval_s * random.uniform(0.9, 1.1))
+
+    async def _record_success(
         self,
         source: SourceInfo,
         polled_at: datetime,
         *,
-        error: str | None,
         published: list[Mention],
-        etag: str | None = None,
-        last_modified: str | None = None,
+        result: FetchResult,
+        url: str,
+        signatures: dict[str, tuple[int, ...]] | None = None,
+        comment_feeds: list[CommentFeed] | None = None,
     ) -> None:
         async with self._sessions() as session, session.begin():
             # Marked seen only after the broker acknowledged them: a crash in between re-publishes,
@@ -196,20 +364,101 @@ class IngestService:
                 [{"mention_id": m.id, "source_id": source.id, "first_seen_at": polled_at} for m in published],
                 keys=["mention_id"],
             )
+            fingerprints = []
+            for m in published:
+                sig = (signatures or {}).get(m.id)
+                if sig is not None and m.near_duplicate_of is None:
+                    row: dict[str, object] = {
+                        "mention_id": m.id,
+                        "signature": minhash.encode(sig),
+                        "created_at": polled_at,
+                    }
+                    row.update({f"band{i}": key for i, key in enumerate(minhash.band_keys(sig))})
+                    fingerprints.append(row)
+            await insert_ignore(session, FingerprintRow, fingerprints, keys=["mention_id"])
             values: dict[str, object] = {
                 "last_polled_at": polled_at,
                 "last_success_at": polled_at,
-                "last_error": error,
+                "last_error": None,
+                "last_status": result.status,
                 "consecutive_failures": 0,
                 "items_seen": SourceRow.items_seen + len(published),
+                "next_poll_at": self._next_poll(source, polled_at),
+                "lease_owner": None,
+                "lease_expires_at": None,
             }
-            if etag is not None or last_modified is not None:
-                values["etag"] = etag
-                values["last_modified"] = last_modified
+            if not result.not_modified:
+                values["etag"] = result.etag
+                values["last_modified"] = result.last_modified
+            if url != source.url:
+                # A permanent redirect or an autodiscovered feed: poll the feed itself from now on.
+                taken = await session.scalar(
+                    select(SourceRow.id).where(SourceRow.url == url, SourceRow.id != source.id)
+                )
+                if taken is None:
+                    log.info("ingest: %s moved from %s to %s", source.name, source.url, url)
+                    values["url"] = url
+                    values["updated_at"] = polled_at
             await session.execute(update(SourceRow).where(SourceRow.id == source.id).values(**values))
+        if comment_feeds:
+            await self._register_comment_feeds(source, comment_feeds, polled_at)
 
-    async def _record_failure(self, source: SourceInfo, polled_at: datetime, error: str) -> None:
+    async def _register_comment_feeds(
+        self, source: SourceInfo, feeds: list[CommentFeed], now: datetime
+    ) -> None:
+        limit = self._settings.ingest_max_comment_feeds_per_source
+        async with self._sessions() as session:
+            existing = set(
+                (await session.scalars(select(SourceRow.url).where(SourceRow.parent_id == source.id))).all()
+            )
+            room = limit - len(existing)
+            new = [f for f in dict.fromkeys(feeds) if f.url not in existing][: max(0, room)]
+            for feed in new:
+                try:
+                    async with session.begin_nested():
+                        session.add(
+                            SourceRow(
+                                id=uuid.uuid4().hex,
+                                name=f"Comments: {feed.post_url}"[:200],
+                                url=feed.url,
+                                kind="comments",
+                                enabled=True,
+                                poll_interval_s=max(
+                                    int(source.poll_interval_s),
+                                    self._settings.ingest_comment_feed_poll_interval_s,
+                                ),
+                                influence=source.influence,
+                                language=source.language,
+                                created_at=now,
+                                updated_at=now,
+                                consecutive_failures=0,
+                                items_seen=0,
+                                backfill="all",
+                                parent_id=source.id,
+                                post_url=feed.post_url,
+                            )
+                        )
+                except IntegrityError:
+                    continue  # the same feed is registered already (by URL)
+            await session.commit()
+        if new:
+            log.info("ingest: %s: discovered %d comment feed(s)", source.name, len(new))
+
+    async def _record_failure(
+        self,
+        source: SourceInfo,
+        polled_at: datetime,
+        error: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
         log.warning("ingest: %s: %s", source.name, error)
+        failures = source.consecutive_failures + 1
+        # Exponential backoff from the source's own interval, capped, and never sooner than the
+        # server's Retry-After.
+        delay = min(self._settings.ingest_max_backoff_s, source.poll_interval_s * 2 ** min(failures, 16))
+        delay = max(delay, retry_after or 0.0)
         try:
             async with self._sessions() as session, session.begin():
                 await session.execute(
@@ -218,7 +467,11 @@ class IngestService:
                     .values(
                         last_polled_at=polled_at,
                         last_error=error[:2000],
+                        last_status=status,
                         consecutive_failures=SourceRow.consecutive_failures + 1,
+                        next_poll_at=polled_at + timedelta(seconds=delay),
+                        lease_owner=None,
+                        lease_expires_at=None,
                     )
                 )
         except Exception as exc:

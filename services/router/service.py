@@ -62,6 +62,8 @@ class RouterService:
         now = self._clock()
         await self._store(decided, now)
         for event, decision in decided.values():
+            if event.mention.near_duplicate_of is not None:
+                continue  # stored, linked to its original, and not routed a second time
             departments = decision.departments
             for assignment in decision.assignments:
                 routed = MentionRouted(
@@ -100,6 +102,9 @@ class RouterService:
                     "title": m.title,
                     "text": m.text,
                     "author": m.author,
+                    "author_url": m.author_url,
+                    "content_hash": m.content_hash,
+                    "duplicate_of": m.near_duplicate_of,
                     "published_at": m.published_at,
                     "in_reply_to": m.in_reply_to,
                     "ingested_at": event.ingested_at,
@@ -113,6 +118,8 @@ class RouterService:
                 }
             )
             topics.extend({"mention_id": mention_id, "topic": t.name} for t in c.topics)
+            if m.near_duplicate_of is not None:
+                continue
             assignments.extend(
                 {
                     "mention_id": mention_id,

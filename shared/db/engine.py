@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, event
+import orjson
+from sqlalchemy import JSON, Connection, Table, TypeDecorator, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -17,8 +19,11 @@ from shared.db.models import Base
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
-# asyncpg refuses statements with more than 32,767 bind parameters.
-_MAX_PARAMS = 30_000
+
+def _json_dumps(value: Any) -> str:
+    # JSON columns through orjson instead of json.dumps: 15% of the router's CPU per mention (bench).
+    # (OPT_NON_STR_KEYS: what json.dumps accepts, orjson accepts too.)
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
@@ -28,7 +33,7 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = _create_async_engine(url, connect_args={"timeout": 30})
+        engine = _create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -40,7 +45,9 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return _create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return _create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, json_serializer=_json_dumps
+    )
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -50,15 +57,66 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def insert_ignore(
     session: AsyncSession, model: type[Base], rows: Sequence[dict[str, Any]], *, keys: Sequence[str]
 ) -> None:
-    """INSERT … ON CONFLICT (keys) DO NOTHING, in chunks that respect the driver's parameter limit."""
+    """INSERT … ON CONFLICT (keys) DO NOTHING for every row, as one executemany of one statement.
+
+    One Core statement executed with a list of parameter sets is compiled once and then cached; a
+    multi-row VALUES clause would be compiled anew for every batch, which cost the router about 1 ms of
+    CPU per mention (measured by `make bench`, docs/performance.md)."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    per_chunk = max(1, _MAX_PARAMS // max(1, len(rows[0])))
-    for i in range(0, len(rows), per_chunk):
-        stmt = insert(model).values(list(rows[i : i + per_chunk])).on_conflict_do_nothing(index_elements=keys)
-        await session.execute(stmt)
+    table = cast(Table, model.__table__)
+    dialect = session.get_bind().dialect
+    connection = await session.connection()
+    if dialect.name == "postgresql":
+        unnest = _unnest_insert(table, tuple(rows[0]), tuple(keys))
+        if unnest is not None:
+            sql, converters = unnest
+            columns = [[convert(row[name]) for row in rows] for name, convert in converters]
+            await connection.exec_driver_sql(sql, tuple(columns))
+            return
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(table).on_conflict_do_nothing(index_elements=keys)
+    await connection.execute(stmt, list(rows))
+
+
+_Converter = Callable[[Any], Any]
+_PG: Any = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+@functools.cache
+def _unnest_insert(
+    table: Table, names: tuple[str, ...], keys: tuple[str, ...]
+) -> tuple[str, list[tuple[str, _Converter]]] | None:
+    """PostgreSQL: `INSERT … SELECT * FROM unnest($1::type[], …) ON CONFLICT DO NOTHING`, one array per
+    column and one statement per batch, and how to turn each column's values into what asyncpg sends.
+
+    None when a column the rows leave out has a Python-side default, which only SQLAlchemy's own insert
+    applies; those rows take the executemany path."""
+    given = set(names)
+    if any(c.name not in given and c.default is not None for c in table.columns):
+        return None
+    converters: list[tuple[str, _Converter]] = []
+    casts: list[str] = []
+    for i, name in enumerate(names, start=1):
+        column = table.columns[name]
+        casts.append(f"${i}::{column.type.compile(dialect=_PG)}[]")
+        converters.append((name, _converter(column.type)))
+    quoted = ", ".join(f'"{n}"' for n in names)
+    sql = (
+        f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)}) '
+        f"ON CONFLICT ({', '.join(keys)}) DO NOTHING"
+    )
+    return sql, converters
+
+
+def _converter(column_type: Any) -> _Converter:
+    """What SQLAlchemy's bind processing does for a value of this type, for the unnest arrays."""
+    if isinstance(column_type, JSON):
+        none_as_null = column_type.none_as_null
+        return lambda v: None if v is None and none_as_null else _json_dumps(v)
+    if isinstance(column_type, TypeDecorator):
+        return lambda v: column_type.process_bind_param(v, _PG)
+    return lambda v: v
 
 
 def _alembic_config(connection: Connection) -> Any:

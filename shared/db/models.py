@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -75,6 +76,18 @@ class SourceRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     items_seen: Mapped[int] = mapped_column(Integer, default=0)
+    # Only entries matching this query become mentions (see services/ingest/filters.py).
+    filter_query: Mapped[str | None] = mapped_column(Text)
+    # First poll: "all" entries in the feed, or only those published after the source was added ("new").
+    backfill: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
+    # A per-post comment feed discovered from an entry of `parent_id`; `post_url` is the post it belongs to.
+    parent_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    post_url: Mapped[str | None] = mapped_column(String(2000))
+    # The schedule and the lease live here so that any ingest replica can take the next poll.
+    next_poll_at: Mapped[datetime | None] = mapped_column(index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None]
+    last_status: Mapped[int | None] = mapped_column(Integer)
 
 
 class SeenEntryRow(Base):
@@ -85,6 +98,36 @@ class SeenEntryRow(Base):
     mention_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     source_id: Mapped[str] = mapped_column(String(64), index=True)
     first_seen_at: Mapped[datetime]
+
+
+class FingerprintRow(Base):
+    """MinHash signature of a published mention's text and its LSH band keys (services/ingest/minhash.py)."""
+
+    __tablename__ = "fingerprints"
+
+    mention_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    signature: Mapped[str] = mapped_column(Text)
+    band0: Mapped[int] = mapped_column(BigInteger, index=True)
+    band1: Mapped[int] = mapped_column(BigInteger, index=True)
+    band2: Mapped[int] = mapped_column(BigInteger, index=True)
+    band3: Mapped[int] = mapped_column(BigInteger, index=True)
+    band4: Mapped[int] = mapped_column(BigInteger, index=True)
+    band5: Mapped[int] = mapped_column(BigInteger, index=True)
+    band6: Mapped[int] = mapped_column(BigInteger, index=True)
+    band7: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[datetime]
+
+
+class IdempotencyKeyRow(Base):
+    """A pushed request's Idempotency-Key with the response it got, so a retry publishes nothing twice."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
 
 
 class MentionRow(Base):
@@ -98,8 +141,12 @@ class MentionRow(Base):
     title: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text, default="")
     author: Mapped[str] = mapped_column(String(300), default="")
+    author_url: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    content_hash: Mapped[str] = mapped_column(String(64), default="", server_default="")
     published_at: Mapped[datetime]
     in_reply_to: Mapped[str | None] = mapped_column(String(2000))
+    # A near-duplicate (the same article syndicated elsewhere) is stored linked to its original, unrouted.
+    duplicate_of: Mapped[str | None] = mapped_column(String(64), index=True)
     ingested_at: Mapped[datetime]
     classified_at: Mapped[datetime]
     routed_at: Mapped[datetime]

@@ -14,6 +14,7 @@ import pytest
 from services.embedded import embedded_settings, run_embedded
 from shared.bus import MemoryBroker
 from shared.settings import DEPARTMENTS
+from tests.support.factories import TEMPLATES
 from tests.support.feedserver import FeedServer, feed_server
 from tests.support.scenario import (
     assert_api_agrees,
@@ -46,6 +47,7 @@ async def test_embedded_runner_routes_every_entry_once(server: FeedServer, tmp_p
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'mr.db'}",
         api_port=port,
         ingest_sources_refresh_s=0.5,
+        ingest_allowed_networks="127.0.0.1",
     )
     broker = MemoryBroker(partitions=settings.topic_partitions)
     stop = asyncio.Event()
@@ -89,6 +91,26 @@ async def test_embedded_runner_routes_every_entry_once(server: FeedServer, tmp_p
 
             await wait_for(polled_again, within=60, what="every source to be polled again")
             assert len(broker.records(settings.topic_raw)) == raw_before
+            await assert_api_agrees(api, expected)
+
+            # Posts pushed in from elsewhere take the same road.
+            pushed = await api.post(
+                "/v1/mentions",
+                json=[
+                    {"source": "forum", "url": f"https://forum.example/t/{i}", "title": title, "text": text}
+                    for i, (title, text, _) in enumerate(TEMPLATES[:3])
+                ],
+                headers={"Idempotency-Key": "e2e-push-1"},
+            )
+            assert pushed.status_code == 202, pushed.text
+            for mention_id, (_, _, departments) in zip(pushed.json()["ids"], TEMPLATES[:3], strict=True):
+                expected[mention_id] = departments
+
+            async def pushed_routed() -> bool:
+                codes = [(await api.get(f"/v1/mentions/{i}")).status_code for i in pushed.json()["ids"]]
+                return codes == [200, 200, 200]
+
+            await wait_for(pushed_routed, within=30, what="the pushed mentions to be routed")
             await assert_api_agrees(api, expected)
     finally:
         stop.set()

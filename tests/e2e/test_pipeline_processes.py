@@ -120,6 +120,8 @@ async def test_four_processes_route_every_entry_once(
         "MR_DATABASE_URL": empty_pg_url,
         "MR_API_PORT": str(port),
         "MR_INGEST_SOURCES_REFRESH_S": "0.5",
+        # The test feeds are served on loopback, which the SSRF guard refuses unless allowed.
+        "MR_INGEST_ALLOWED_NETWORKS": "127.0.0.1",
         "PYTHONUNBUFFERED": "1",
     }
     migrate = await asyncio.to_thread(

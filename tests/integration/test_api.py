@@ -24,7 +24,9 @@ N = 45
 
 @pytest.fixture
 async def api(pg_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings().model_copy(update={"database_url": pg_url, "bus": BusKind.MEMORY})
+    settings = Settings().model_copy(
+        update={"database_url": pg_url, "bus": BusKind.MEMORY, "ingest_allowed_networks": "127.0.0.1"}
+    )
     engine = create_engine(pg_url)
     # Store N mentions the way the router does.
     router = RouterService(
@@ -110,7 +112,7 @@ async def test_invalid_requests_get_422(api: httpx.AsyncClient) -> None:
 
 
 async def test_sources_create_list_and_conflict(api: httpx.AsyncClient) -> None:
-    body = {"name": "A blog", "url": "https://blog.example.net/feed/", "influence": 3}
+    body = {"name": "A blog", "url": "http://127.0.0.1:9/feed/", "influence": 3}
     created = await api.post("/v1/sources", json=body)
     assert created.status_code == 201, created.text
     source = created.json()

@@ -78,6 +78,28 @@ FILLER = [
     "The tablet sits next to the big screen in the meeting room.",
     "Most of the sketches end up in the weekly notes.",
     "It runs in the browser on the old laptops too.",
+    "Our design group meets in the small room on the third floor.",
+    "The students in my evening class picked it up within an hour.",
+    "I mostly draw user journeys and rough wireframes.",
+    "We printed the final board and pinned it to the wall.",
+    "My manager asked for a summary before Friday.",
+    "The retrospective took longer than planned this time.",
+    "We tried sticky notes on the wall first, years ago.",
+    "Half of the group joins from Berlin and half from Porto.",
+    "I use a stylus on the tablet and a mouse on the desktop.",
+    "The agenda for the workshop had seven items.",
+    "We archive old boards at the end of every quarter.",
+    "The client liked the colour coding we came up with.",
+    "On Mondays the whole department plans the week together.",
+    "My notes from the trip are still scattered around.",
+    "A friend who teaches chemistry uses it in her lessons.",
+    "We run a short warm-up game before every session.",
+    "The coffee machine on our floor has been replaced.",
+    "Our intern mapped the entire customer journey last month.",
+    "I keep a personal board for reading notes and ideas.",
+    "We plan the garden for the community centre this way.",
+    "The school board meeting used the big display in the hall.",
+    "Last winter we mapped out the whole warehouse layout.",
 ]
 
 
@@ -98,7 +120,7 @@ def make_entries(n: int, *, prefix: str, seed: int = 7) -> list[Entry]:
     entries = []
     for i in range(n):
         title, text, departments = TEMPLATES[i % len(TEMPLATES)]
-        extra = " ".join(rng.sample(FILLER, 2))
+        extra = " ".join(rng.sample(FILLER, 4))
         entries.append(
             Entry(
                 guid=f"{prefix}-{i}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ class Served:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     conditional: bool = True  # send an ETag and answer If-None-Match with 304
+    gzip: bool = False  # send the body gzip-encoded (Content-Encoding: gzip)
 
 
 class FeedServer:
@@ -46,15 +48,18 @@ class FeedServer:
                     self.send_header("ETag", etag)
                     self.end_headers()
                     return
+                body = gzip.compress(served.body) if served.gzip else served.body
                 self.send_response(served.status)
                 self.send_header("Content-Type", served.content_type)
-                self.send_header("Content-Length", str(len(served.body)))
+                self.send_header("Content-Length", str(len(body)))
+                if served.gzip:
+                    self.send_header("Content-Encoding", "gzip")
                 if conditional:
                     self.send_header("ETag", etag)
                 for k, v in served.headers.items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(served.body)
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: object) -> None:
                 return

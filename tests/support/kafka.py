@@ -24,8 +24,21 @@ async def partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
     return sorted(out)
 
 
-async def read_topics(bootstrap: str, topics: list[str], *, timeout_s: float = 30.0) -> list[ConsumerRecord]:  # type: ignore[type-arg]
-    """Every record currently in `topics`, from the beginning to the end offsets at call time."""
+async def read_topics(
+    bootstrap: str, topics: list[str], *, timeout_s: float = 30.0, missing_ok: bool = False
+) -> list[ConsumerRecord]:  # type: ignore[type-arg]
+    """Every record currently in `topics`, from the beginning to the end offsets at call time.
+    With `missing_ok`, a topic that does not exist (nothing was ever published) reads as empty."""
+    if missing_ok:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+        finally:
+            await admin.close()
+        topics = [t for t in topics if t in existing]
+        if not topics:
+            return []
     tps = await partitions(bootstrap, topics)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()

@@ -159,7 +159,7 @@ def test_canonical_url_keeps_the_fragment_that_tells_comments_apart() -> None:
 
 
 def test_rss2_item_is_normalised() -> None:
-    first = parse(RSS2, _source(), now=NOW)[0]
+    first = parse(RSS2, _source(), now=NOW).mentions[0]
     assert first.id == mention_id("src-1", "post-1")
     assert first.source_id == "src-1"
     assert first.source_name == "Example blog"
@@ -176,16 +176,16 @@ def test_rss2_item_is_normalised() -> None:
 
 
 def test_rss2_escaped_html_summary_becomes_text() -> None:
-    second = parse(RSS2, _source(), now=NOW)[1]
+    second = parse(RSS2, _source(), now=NOW).mentions[1]
     assert second.text == "Escaped HTML summary"
 
 
 def test_a_future_date_falls_back_to_now() -> None:
-    assert parse(RSS2, _source(), now=NOW)[1].published_at == NOW
+    assert parse(RSS2, _source(), now=NOW).mentions[1].published_at == NOW
 
 
 def test_a_missing_date_falls_back_to_now_and_the_link_is_the_identity() -> None:
-    third = parse(RSS2, _source(), now=NOW)[2]
+    third = parse(RSS2, _source(), now=NOW).mentions[2]
     assert third.published_at == NOW
     assert third.url == "https://example.com/p/3"
     assert third.id == mention_id("src-1", "https://example.com/p/3")
@@ -193,15 +193,15 @@ def test_a_missing_date_falls_back_to_now_and_the_link_is_the_identity() -> None
 
 
 def test_ids_are_deterministic_per_source() -> None:
-    again = parse(RSS2, _source(), now=datetime(2027, 1, 1, tzinfo=UTC))
-    assert [m.id for m in again] == [m.id for m in parse(RSS2, _source(), now=NOW)]
+    again = parse(RSS2, _source(), now=datetime(2027, 1, 1, tzinfo=UTC)).mentions
+    assert [m.id for m in again] == [m.id for m in parse(RSS2, _source(), now=NOW).mentions]
     other = SourceInfo(id="src-2", name="x", url="u", kind="feed", influence=1, language=None)
-    assert {m.id for m in parse(RSS2, other, now=NOW)}.isdisjoint(m.id for m in again)
+    assert {m.id for m in parse(RSS2, other, now=NOW).mentions}.isdisjoint(m.id for m in again)
 
 
 @pytest.mark.parametrize(("influence", "expected"), [(0, 1), (3, 3), (9, 3)])
 def test_influence_is_clamped(influence: int, expected: int) -> None:
-    assert parse(RSS2, _source(influence=influence), now=NOW)[0].influence == expected
+    assert parse(RSS2, _source(influence=influence), now=NOW).mentions[0].influence == expected
 
 
 def test_entries_without_identity_or_content_are_dropped() -> None:
@@ -210,32 +210,32 @@ def test_entries_without_identity_or_content_are_dropped() -> None:
     <item><link>https://example.com/empty</link></item>
     <item><guid>kept</guid><title>Kept</title></item>
     </channel></rss>"""
-    assert [m.title for m in parse(body, _source(), now=NOW)] == ["Kept"]
+    assert [m.title for m in parse(body, _source(), now=NOW).mentions] == ["Kept"]
 
 
 def test_a_feed_without_items_is_empty_not_an_error() -> None:
     body = b'<?xml version="1.0"?><rss version="2.0"><channel><title>Quiet</title></channel></rss>'
-    assert parse(body, _source(), now=NOW) == []
+    assert parse(body, _source(), now=NOW).mentions == []
 
 
 # --- parse: Atom 1.0 and RSS 1.0 --------------------------------------------------------------
 
 
 def test_atom_entry_is_normalised() -> None:
-    first, second = parse(ATOM, _source(language=None), now=NOW)
+    first, second = parse(ATOM, _source(language=None), now=NOW).mentions
     assert first.id == mention_id("src-1", "urn:example:entry:1")
     assert first.title == "An Atom entry"
     assert first.text == "The content wins"
     assert first.author == "Carla"
     assert first.url == "https://example.com/a/1"
     assert first.published_at == datetime(2026, 2, 2, 14, 0, tzinfo=UTC)  # published, not updated
-    assert first.language_hint is None
+    assert first.language_hint in (None, "en")  # no hint on the source: detected, if the text says enough
     assert second.text == "Plain summary"
     assert second.published_at == datetime(2026, 2, 1, 22, 30, tzinfo=UTC)  # updated when unpublished
 
 
 def test_rss1_item_is_normalised() -> None:
-    [item] = parse(RSS1, _source(), now=NOW)
+    [item] = parse(RSS1, _source(), now=NOW).mentions
     assert item.title == "An RSS 1.0 item"
     assert item.text == "RDF body"
     assert item.author == "Dee"
@@ -247,7 +247,7 @@ def test_rss1_item_is_normalised() -> None:
 
 
 def test_comment_sources_give_comments_with_what_they_reply_to() -> None:
-    threaded, unthreaded = parse(COMMENTS, _source("comments"), now=NOW)
+    threaded, unthreaded = parse(COMMENTS, _source("comments"), now=NOW).mentions
     assert threaded.kind is MentionKind.COMMENT
     assert threaded.in_reply_to == "https://example.com/p/1"
     assert threaded.id == mention_id("src-1", "urn:example:comment:1")
@@ -258,7 +258,7 @@ def test_comment_sources_give_comments_with_what_they_reply_to() -> None:
 
 
 def test_the_same_document_from_a_feed_source_gives_posts() -> None:
-    mentions = parse(COMMENTS, _source("feed"), now=NOW)
+    mentions = parse(COMMENTS, _source("feed"), now=NOW).mentions
     assert {m.kind for m in mentions} == {MentionKind.POST}
     assert {m.in_reply_to for m in mentions} == {None}
 
