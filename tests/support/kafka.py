@@ -26,7 +26,7 @@ async def partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
 
 async def read_topics(
     bootstrap: str, topics: list[str], *, timeout_s: float = 30.0, missing_ok: bool = False
-) -> list[ConsumerRecord]:  # type: ignore[type-arg]
+) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record currently in `topics`, from the beginning to the end offsets at call time.
     With `missing_ok`, a topic that does not exist (nothing was ever published) reads as empty."""
     if missing_ok:
@@ -46,7 +46,7 @@ async def read_topics(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        out: list[ConsumerRecord] = []  # type: ignore[type-arg]
+        out: list[ConsumerRecord[bytes, bytes]] = []
         remaining = {tp for tp, off in end.items() if off > 0}
         deadline = time.monotonic() + timeout_s
         while remaining and time.monotonic() < deadline:
@@ -82,5 +82,5 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int:
     finally:
         await admin.close()
     total = await end_offsets_total(bootstrap, topic)
-    done = sum(meta.offset for tp, meta in committed.items() if tp.topic == topic and meta.offset > 0)
+    done: int = sum(meta.offset for tp, meta in committed.items() if tp.topic == topic and meta.offset > 0)
     return total - done

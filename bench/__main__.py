@@ -1,0 +1,316 @@
+"""`python -m bench [--quick]`: the benchmark behind `make bench` and `make bench-quick`.
+
+Runs, against the real broker and database (from MR_KAFKA_BOOTSTRAP_SERVERS / MR_DATABASE_URL, or
+started by deploy/local/ when those are unset), on a fresh topic prefix and a fresh database:
+the raw produce rate and a bare aiokafka relay (the ceiling), then the pipeline with the classifier and
+router as separate processes. Prints a table and writes bench/results/<timestamp>.json.
+
+--quick: small counts, well under two minutes; checks that every mention is stored exactly once under
+load and records the figures, but asserts no timing (`make test` runs it to catch a collapse).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import infra
+from bench.generate import generate
+from bench.pipeline import BenchFailure, PipelineConfig, run_pipeline
+from bench.relay import produce_rate, relay
+from shared.settings import REPO_ROOT, BusKind, Settings
+
+RESULTS = REPO_ROOT / "bench" / "results"
+LOGS = REPO_ROOT / "var" / "bench"
+
+TARGETS = {
+    "pipeline.throughput_per_s": (">=", 5_000.0),
+    "pipeline.relay_ratio": (">=", 0.25),
+    "pipeline.latency_ms.p99": ("<", 250.0),
+    "rss_mb.*": ("<", 200.0),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small counts (well under 2 minutes), no targets")
+    p.add_argument("--count", type=int, help="mentions for the throughput phase (100,000; quick 2,000)")
+    p.add_argument("--relay-count", type=int, help="messages for produce and relay (= count; quick 10,000)")
+    p.add_argument(
+        "--rate", type=float, help="offered load of the latency phase, mentions/s (1,000; quick 300)"
+    )
+    p.add_argument("--latency-seconds", type=float, help="length of the latency phase (30; quick 3)")
+    # One classifier: on two cores a second one adds no CPU at saturation (the same CPU per mention) and
+    # doubles the per-batch fetch, produce and commit work below it (docs/performance.md).
+    p.add_argument("--classifiers", type=int, default=1, help="classifier processes (consumer-group members)")
+    p.add_argument("--routers", type=int, default=1, help="router processes")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="MR_NAME=VALUE",
+        help="a setting for the services and the relay alike (repeatable), e.g. MR_PRODUCER_LINGER_MS=5",
+    )
+    p.add_argument("--no-relay", action="store_true", help="skip the ceiling (for quick experiments)")
+    p.add_argument(
+        "--hops", action="store_true", help="split the latency into hops (costs the generator CPU)"
+    )
+    p.add_argument(
+        "--generator-linger-ms", type=int, default=5, help="linger of the latency phase's load generator (5)"
+    )
+    p.add_argument("--label", default="", help="a note stored in the results, e.g. what this run tries")
+    p.add_argument("--out", type=Path, help="results file (default bench/results/<timestamp>.json)")
+    return p
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    count = args.count or (2_000 if quick else 100_000)
+    relay_count = args.relay_count or (10_000 if quick else count)
+    rate = args.rate or (300.0 if quick else 1_000.0)
+    latency_seconds = args.latency_seconds or (3.0 if quick else 30.0)
+    warmup = 200
+    custom = not quick and any(
+        v is not None for v in (args.count, args.relay_count, args.rate, args.latency_seconds)
+    )
+    custom = custom or (
+        not quick
+        and (
+            args.no_relay
+            or args.generator_linger_ms != 5
+            or args.set
+            or args.classifiers != 1
+            or args.routers != 1
+        )
+    )
+    latency_count = int(rate * latency_seconds)
+
+    overrides: dict[str, str] = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        if not name.startswith("MR_") or not value:
+            raise SystemExit(f"--set wants MR_NAME=VALUE, got {item!r}")
+        overrides[name] = value
+    os.environ.update(overrides)  # the relay's settings and the services' see the same values
+
+    bootstrap, server_url = infra.backing_services()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_id = f"bench{stamp.lower()}{secrets.token_hex(2)}"
+    settings = Settings().model_copy(
+        update={"bus": BusKind.KAFKA, "kafka_bootstrap_servers": bootstrap, "topic_prefix": f"{run_id}."}
+    )
+    logs = LOGS / run_id
+    logs.mkdir(parents=True, exist_ok=True)
+
+    result: dict[str, Any] = {
+        "timestamp": stamp,
+        # "custom" when the sizes differ from the full run's, so that such runs are not compared with it.
+        "mode": "quick" if quick else "custom" if custom else "full",
+        "label": args.label,
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "machine": {**infra.machine(), "postgres": await infra.postgres_version(server_url)},
+        "settings": {
+            "partitions": settings.topic_partitions,
+            "producer_linger_ms": settings.producer_linger_ms,
+            "producer_max_batch_size": settings.producer_max_batch_size,
+            "consumer_max_records": settings.consumer_max_records,
+            "generator_linger_ms": args.generator_linger_ms,
+            "classifier_engine": str(getattr(settings, "classifier_engine", "rules")),
+            "overrides": overrides,
+        },
+        "logs": str(logs.relative_to(REPO_ROOT)),
+    }
+
+    # The relay may want more messages than the pipeline; its extra ones never reach the pipeline.
+    total = warmup + max(count + latency_count, relay_count)
+    _say(f"generating {total} mentions (300-1,500 characters)")
+    messages = generate(total, run_id=run_id, topic=settings.topic_raw)
+    # Hundreds of thousands of long-lived objects: keep the collector from walking them in the middle
+    # of the latency phase, where a 100 ms pause of the load generator would count as pipeline latency.
+    gc.collect()
+    gc.freeze()
+    result["workload"] = {
+        "mentions": count,
+        "warmup": warmup,
+        "mean_text_chars": round(sum(g.chars for g in messages) / len(messages)),
+        "mean_message_bytes": round(sum(len(g.message.value) for g in messages) / len(messages)),
+    }
+    try:
+        if not args.no_relay:
+            sample = [g.message for g in messages[warmup : warmup + relay_count]]
+            relay_in, relay_out = settings.topic("bench.relay.in"), settings.topic("bench.relay.out")
+            await infra.create_topics(bootstrap, [relay_in, relay_out], partitions=settings.topic_partitions)
+            _say(f"ceiling: produce {len(sample)} messages, then relay them")
+            produced = await produce_rate(settings, sample, relay_in)
+            relayed = await relay(
+                settings, source=relay_in, target=relay_out, count=len(sample), group=settings.group("relay")
+            )
+            result["produce"] = produced.as_dict()
+            result["relay"] = relayed.as_dict()
+        cfg = PipelineConfig(
+            count=count,
+            warmup=warmup,
+            latency_rate=rate,
+            latency_seconds=latency_seconds,
+            classifiers=args.classifiers,
+            routers=args.routers,
+            env=overrides,
+            stall_timeout_s=60.0 if quick else 120.0,
+            hops=args.hops,
+            generator_linger_ms=args.generator_linger_ms,
+        )
+        pipeline = await run_pipeline(
+            cfg,
+            settings=settings,
+            server_url=server_url,
+            messages=messages[: warmup + count + latency_count],
+            logs=logs,
+            progress=_say,
+        )
+    finally:
+        await infra.delete_topics(bootstrap, settings.topic_prefix)
+
+    if "relay" in result:
+        pipeline["relay_ratio"] = round(pipeline["throughput_per_s"] / result["relay"]["throughput_per_s"], 4)
+        pipeline["produce_ratio"] = round(
+            pipeline["throughput_per_s"] / result["produce"]["throughput_per_s"], 4
+        )
+    pipeline["latency_ms"] = pipeline["latency"]["latency_ms"]
+    result["pipeline"] = pipeline
+    rss = {name: v["peak_mb"] for name, v in pipeline["rss"].items()}
+    per_service: dict[str, float] = {}
+    for name, mb in rss.items():
+        service = name.rsplit("-", 1)[0]
+        per_service[service] = max(per_service.get(service, 0.0), mb)
+    result["rss_mb"] = {**per_service, **{n: mb for n, mb in rss.items() if n not in per_service}}
+    result["targets"] = _targets(result)
+    return result
+
+
+def _targets(result: dict[str, Any]) -> dict[str, Any]:
+    p = result["pipeline"]
+    out: dict[str, Any] = {
+        "throughput_per_s": {"target": ">= 5000", "value": p["throughput_per_s"]},
+        "relay_ratio": {"target": ">= 0.25", "value": p.get("relay_ratio")},
+        "latency_p99_ms": {"target": "< 250 at 1000/s", "value": p["latency_ms"]["p99"]},
+        "rss_mb_max": {"target": "< 200 per service", "value": max(result["rss_mb"].values())},
+    }
+    out["throughput_per_s"]["met"] = p["throughput_per_s"] >= 5_000
+    out["relay_ratio"]["met"] = p.get("relay_ratio") is not None and p["relay_ratio"] >= 0.25
+    out["latency_p99_ms"]["met"] = p["latency"]["offered_per_s"] >= 1_000 and p["latency_ms"]["p99"] < 250
+    out["rss_mb_max"]["met"] = out["rss_mb_max"]["value"] < 200
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    p = result["pipeline"]
+    lat = p["latency"]
+    rows: list[tuple[str, str, str]] = []
+    if "relay" in result:
+        rows += [
+            ("raw produce (1 producer)", f"{result['produce']['throughput_per_s']:,.0f} msg/s", ""),
+            ("bare relay (consume -> produce)", f"{result['relay']['throughput_per_s']:,.0f} msg/s", ""),
+        ]
+    t = result["targets"]
+
+    def mark(key: str) -> str:
+        if result["mode"] == "quick":
+            return "(quick: not judged)"
+        return f"target {t[key]['target']}: {'met' if t[key]['met'] else 'MISSED'}"
+
+    rows += [
+        (
+            f"pipeline, {p['mentions']:,} mentions ({p['classifiers']} classifier, {p['routers']} router)",
+            f"{p['throughput_per_s']:,.0f} mentions/s",
+            mark("throughput_per_s"),
+        ),
+    ]
+    if "relay_ratio" in p:
+        rows.append(("pipeline / bare relay", f"{p['relay_ratio']:.1%}", mark("relay_ratio")))
+    rows += [
+        (
+            f"latency p50 at {lat['offered_per_s']:,.0f}/s ({lat['routed_events']:,} routed events)",
+            f"{lat['latency_ms']['p50']:,.1f} ms",
+            "",
+        ),
+        (
+            f"latency p99 at {lat['offered_per_s']:,.0f}/s",
+            f"{lat['latency_ms']['p99']:,.1f} ms",
+            mark("latency_p99_ms"),
+        ),
+        (f"latency max at {lat['offered_per_s']:,.0f}/s", f"{lat['latency_ms']['max']:,.1f} ms", ""),
+    ]
+    for name, mb in sorted(p["rss"].items()):
+        rows.append((f"peak RSS {name}", f"{mb['peak_mb']:.0f} MB", mark("rss_mb_max")))
+    us = p["cpu_us_per_mention"]
+    for name in sorted(us):
+        rows.append((f"CPU per mention, {name}", f"{us[name]:,} µs", ""))
+    rows += [
+        (
+            "CPU per mention, pipeline (services + broker + database)",
+            f"{p['pipeline_cpu_us_per_mention']:,} µs",
+            "",
+        ),
+        ("classifier share of the pipeline's CPU", f"{p['classifier_cpu_share']:.0%}", ""),
+        (
+            f"CPU-bound ceiling on {result['machine']['cores']} idle cores (cores / CPU per mention)",
+            f"{p['cpu_bound_capacity_per_s']:,} mentions/s",
+            "",
+        ),
+        ("machine CPU used by other processes meanwhile", f"{p['other_load_share']:.0%}", ""),
+    ]
+    checks = p["checks"]
+    rows.append(
+        (
+            "stored exactly once / dead-lettered",
+            f"{checks['stored']:,}/{checks['published']:,} / {checks['dead_lettered']}",
+            "ok" if checks["ok"] else "FAILED",
+        )
+    )
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    m = result["machine"]
+    head = (
+        f"mention-router bench ({result['mode']}) {result['timestamp']}  commit {m['git_commit'][:10]}"
+        f"{' (dirty)' if m['git_dirty'] else ''}\n"
+        f"{m['cores']} cores {m['cpu_model']}, {m['memory_gb']} GB; Python {m['python']}, "
+        f"aiokafka {m['aiokafka']}, Kafka {m['kafka']}, PostgreSQL {m['postgres']}\n"
+    )
+    lines = [f"  {a:<{width}}  {b:>{vwidth}}  {c}".rstrip() for a, b, c in rows]
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        result = asyncio.run(_run(args))
+    except BenchFailure as exc:
+        _say(f"FAILED: {exc}")
+        return 1
+    result["runtime_s"] = round(time.monotonic() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "" if result["mode"] == "full" else f"-{result['mode']}"
+    out = args.out or RESULTS / f"{result['timestamp']}{suffix}.json"
+    out.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")
+    sys.stdout.write(table(result))
+    sys.stdout.write(f"  ({result['runtime_s']:.0f} s; results in {out})\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
