@@ -22,7 +22,8 @@ LOCAL = REPO_ROOT / "deploy" / "local"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _script_env(script: str) -> dict[str, str]:
+def script_env(script: str) -> dict[str, str]:
+    """Start a service with its deploy/local script (idempotent) and return the MR_* it exports."""
     subprocess.run([str(LOCAL / script), "start"], check=True, timeout=600)
     out = subprocess.run([str(LOCAL / script), "env"], check=True, capture_output=True, text=True).stdout
     env: dict[str, str] = {}
@@ -38,11 +39,11 @@ def backing_services() -> tuple[str, str]:
     """The broker and a PostgreSQL server URL: from MR_* when set, else started by deploy/local/ (as
     `make test` does)."""
     bootstrap = (
-        os.environ.get("MR_KAFKA_BOOTSTRAP_SERVERS") or _script_env("kafka.sh")["MR_KAFKA_BOOTSTRAP_SERVERS"]
+        os.environ.get("MR_KAFKA_BOOTSTRAP_SERVERS") or script_env("kafka.sh")["MR_KAFKA_BOOTSTRAP_SERVERS"]
     )
     database = os.environ.get("MR_DATABASE_URL", "")
     if not database.startswith("postgresql"):
-        database = _script_env("postgres.sh")["MR_DATABASE_URL"]
+        database = script_env("postgres.sh")["MR_DATABASE_URL"]
     return bootstrap, database
 
 

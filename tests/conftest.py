@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
 
+from bench.infra import create_database, drop_database, script_env
 from shared.db import migrate
 from shared.settings import REPO_ROOT, BusKind, Settings
 
@@ -37,18 +36,6 @@ def _docker_available() -> bool:
         return False
 
 
-def _script_env(script: str) -> dict[str, str]:
-    subprocess.run([str(LOCAL / script), "start"], check=True, timeout=600)
-    out = subprocess.run([str(LOCAL / script), "env"], check=True, capture_output=True, text=True).stdout
-    env: dict[str, str] = {}
-    for line in out.splitlines():
-        line = line.removeprefix("export ").strip()
-        if "=" in line:
-            key, value = line.split("=", 1)
-            env[key] = value.strip("'\"")
-    return env
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     configured = os.environ.get("MR_KAFKA_BOOTSTRAP_SERVERS")
@@ -61,7 +48,7 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer().with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    yield _script_env("kafka.sh")["MR_KAFKA_BOOTSTRAP_SERVERS"]
+    yield script_env("kafka.sh")["MR_KAFKA_BOOTSTRAP_SERVERS"]
 
 
 @pytest.fixture(scope="session")
@@ -77,44 +64,17 @@ def postgres_server_url() -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver="asyncpg") as pg:
             yield pg.get_connection_url()
         return
-    yield _script_env("postgres.sh")["MR_DATABASE_URL"]
-
-
-async def _create_database(server_url: str, name: str) -> str:
-    import asyncpg
-
-    url = make_url(server_url)
-    conn = await asyncpg.connect(
-        host=url.host, port=url.port, user=url.username, password=url.password, database=url.database
-    )
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-async def _drop_database(server_url: str, name: str) -> None:
-    import asyncpg
-
-    url = make_url(server_url)
-    conn = await asyncpg.connect(
-        host=url.host, port=url.port, user=url.username, password=url.password, database=url.database
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    yield script_env("postgres.sh")["MR_DATABASE_URL"]
 
 
 @pytest.fixture
 async def pg_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh, migrated PostgreSQL database for one test, dropped afterwards."""
     name = f"mr_test_{uuid.uuid4().hex[:12]}"
-    url = await _create_database(postgres_server_url, name)
+    url = await create_database(postgres_server_url, name)
     await migrate(url)
     yield url
-    await _drop_database(postgres_server_url, name)
+    await drop_database(postgres_server_url, name)
 
 
 @pytest.fixture

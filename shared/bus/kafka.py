@@ -106,24 +106,29 @@ class KafkaBus:
         self._transactional: dict[str, AIOKafkaProducer] = {}
         self._transaction_lock = asyncio.Lock()
 
-    async def start(self) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            client_id=self._settings.kafka_client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=self._settings.producer_linger_ms,
-            max_batch_size=self._settings.producer_max_batch_size,
-            max_request_size=4 * 1024 * 1024,
-            request_timeout_ms=30_000,
-        )
+    async def _started_producer(self, **extra: Any) -> AIOKafkaProducer:
+        """An idempotent producer with acks=all and the configured batching, started."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self._settings.kafka_bootstrap_servers,
+            "client_id": self._settings.kafka_client_id,
+            "enable_idempotence": True,
+            "acks": "all",
+            "linger_ms": self._settings.producer_linger_ms,
+            "max_batch_size": self._settings.producer_max_batch_size,
+            "max_request_size": 4 * 1024 * 1024,
+            "request_timeout_ms": 30_000,
+        }
+        producer = AIOKafkaProducer(**(options | extra))
         try:
             await producer.start()
         except BaseException:
             # A producer that failed to start still holds a client; close it rather than leak it.
             await producer.stop()
             raise
-        self._producer = producer
+        return producer
+
+    async def start(self) -> None:
+        self._producer = await self._started_producer()
 
     async def stop(self) -> None:
         transactional, self._transactional = self._transactional, {}
@@ -213,23 +218,11 @@ class KafkaBus:
         # A transactional id of its own per process: replicas never fence each other. A process that
         # dies mid-transaction leaves it open until the transaction timeout, which bounds how long
         # read_committed consumers of those partitions wait.
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+        producer = await self._started_producer(
             client_id=f"{self._settings.kafka_client_id}.txn",
             transactional_id=f"{self._settings.kafka_client_id}.{group_id}.{uuid.uuid4().hex[:12]}",
             transaction_timeout_ms=30_000,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=self._settings.producer_linger_ms,
-            max_batch_size=self._settings.producer_max_batch_size,
-            max_request_size=4 * 1024 * 1024,
-            request_timeout_ms=30_000,
         )
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
         self._transactional[group_id] = producer
         return producer
 

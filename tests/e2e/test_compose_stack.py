@@ -27,8 +27,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.infra import create_database, drop_database
 from shared.settings import REPO_ROOT
-from tests.conftest import KafkaEnv, _create_database, _drop_database
+from tests.conftest import KafkaEnv
 from tests.support.factories import make_entries, rss
 from tests.support.feedserver import FeedServer, feed_server
 from tests.support.kafka import partitions
@@ -62,9 +63,9 @@ def _free_port() -> int:
 @pytest.fixture
 async def empty_db(postgres_server_url: str) -> AsyncIterator[str]:
     name = f"mr_compose_{uuid.uuid4().hex[:12]}"
-    url = await _create_database(postgres_server_url, name)
+    url = await create_database(postgres_server_url, name)
     yield url
-    await _drop_database(postgres_server_url, name)
+    await drop_database(postgres_server_url, name)
 
 
 @pytest.fixture

@@ -24,9 +24,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from bench.infra import create_database, drop_database
 from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
 from shared.settings import DEPARTMENTS, REPO_ROOT
-from tests.conftest import KafkaEnv, _create_database, _drop_database
+from tests.conftest import KafkaEnv
 from tests.support.feedserver import FeedServer, feed_server
 from tests.support.kafka import end_offsets_total, read_topics
 from tests.support.scenario import (
@@ -52,9 +53,9 @@ def _free_port() -> int:
 async def empty_pg_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh database with no schema: the test runs `mention-router migrate` itself."""
     name = f"mr_e2e_{uuid.uuid4().hex[:12]}"
-    url = await _create_database(postgres_server_url, name)
+    url = await create_database(postgres_server_url, name)
     yield url
-    await _drop_database(postgres_server_url, name)
+    await drop_database(postgres_server_url, name)
 
 
 @pytest.fixture

@@ -11,13 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from services.api.app import create_app
-from shared.bus.base import Record
-from shared.bus.codec import decode
 from shared.db import SourceRow, create_engine, session_factory
-from shared.events import MentionIngested, MentionKind
+from shared.events import MentionKind
 from shared.settings import Settings
 from tests.conftest import KafkaEnv
-from tests.support.kafka import read_topics
+from tests.support.sources import read_raw
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -52,17 +50,6 @@ def _post(i: int, **overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def _raw(settings: Settings) -> list[MentionIngested]:
-    records = await read_topics(settings.kafka_bootstrap_servers, [settings.topic_raw], missing_ok=True)
-    return [
-        decode(
-            Record(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key.decode(), value=r.value),
-            MentionIngested,
-        )
-        for r in records
-    ]
-
-
 async def test_push_one_and_many(api: httpx.AsyncClient, settings: Settings) -> None:
     one = await api.post("/v1/mentions", json=_post(0))
     assert one.status_code == 202, one.text
@@ -70,7 +57,7 @@ async def test_push_one_and_many(api: httpx.AsyncClient, settings: Settings) -> 
     many = await api.post("/v1/mentions", json=[_post(i, kind="comment") for i in range(1, 4)])
     assert many.status_code == 202
     ids = [one.json()["ids"][0], *many.json()["ids"]]
-    published = {e.mention.id: e.mention for e in await _raw(settings)}
+    published = {e.mention.id: e.mention for e in await read_raw(settings, missing_ok=True)}
     assert list(published) == ids or set(published) == set(ids)
     first = published[ids[0]]
     assert first.source_id == "push-mastodon" and first.source_name == "mastodon"
@@ -97,7 +84,7 @@ async def test_push_rejects_bad_input_with_422(api: httpx.AsyncClient, settings:
     for body in cases:
         response = await api.post("/v1/mentions", json=body)
         assert response.status_code == 422, (str(body)[:80], response.text[:200])
-    assert await _raw(settings) == [], "nothing was published for a rejected request"
+    assert await read_raw(settings, missing_ok=True) == [], "nothing was published for a rejected request"
 
 
 async def test_idempotency_key_makes_a_retry_publish_nothing(
@@ -110,11 +97,11 @@ async def test_idempotency_key_makes_a_retry_publish_nothing(
     assert first.status_code == retry.status_code == 202
     assert retry.json() == first.json()
     assert retry.headers["Idempotency-Replayed"] == "true"
-    assert len(await _raw(settings)) == 5
+    assert len(await read_raw(settings, missing_ok=True)) == 5
     other = await api.post("/v1/mentions", json=body[:2], headers=headers)
     assert other.status_code == 422
     assert "different request" in other.text
-    assert len(await _raw(settings)) == 5
+    assert len(await read_raw(settings, missing_ok=True)) == 5
 
 
 async def test_push_answers_503_when_the_broker_is_away(pg_url: str) -> None:

@@ -5,20 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from sqlalchemy import select
 
 from services.ingest.service import IngestService
-from shared.bus.base import Record
-from shared.bus.codec import decode
 from shared.bus.kafka import KafkaBus
-from shared.db import SourceRow, create_engine, session_factory
-from shared.events import MentionIngested, MentionKind, mention_id
+from shared.db import create_engine, session_factory
+from shared.events import MentionKind, mention_id
 from shared.settings import Settings
-from shared.sources import SourceSpec, add_source
+from shared.sources import SourceSpec
 from tests.conftest import KafkaEnv
 from tests.support.factories import atom, make_entries, rss
 from tests.support.feedserver import FeedServer, feed_server
-from tests.support.kafka import read_topics
+from tests.support.sources import read_raw, register, sources_by_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -51,35 +48,7 @@ async def ingest(settings: Settings) -> AsyncIterator[IngestService]:
 
 
 async def _add(settings: Settings, url: str, *, kind: str = "feed", name: str | None = None) -> str:
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            row, _ = await add_source(session, SourceSpec(name=name or url, url=url, kind=kind, influence=2))
-            await session.commit()
-            return row.id
-    finally:
-        await engine.dispose()
-
-
-async def _sources(settings: Settings) -> dict[str, SourceRow]:
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return {s.id: s for s in (await session.scalars(select(SourceRow))).all()}
-    finally:
-        await engine.dispose()
-
-
-async def _raw(settings: Settings) -> list[MentionIngested]:
-    records = await read_topics(settings.kafka_bootstrap_servers, [settings.topic_raw])
-
-    return [
-        decode(
-            Record(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key.decode(), value=r.value),
-            MentionIngested,
-        )
-        for r in records
-    ]
+    return await register(settings, SourceSpec(name=name or url, url=url, kind=kind, influence=2))
 
 
 async def test_rss_atom_and_comment_feeds_publish_each_entry_once(
@@ -93,7 +62,7 @@ async def test_rss_atom_and_comment_feeds_publish_each_entry_once(
     comments_id = await _add(settings, server.serve("/comments.xml", rss(comments)), kind="comments")
 
     assert await ingest.poll_all() == 45
-    published = await _raw(settings)
+    published = await read_raw(settings)
     assert len(published) == 45
     ids = {e.mention.id for e in published}
     assert ids == (
@@ -115,15 +84,15 @@ async def test_rss_atom_and_comment_feeds_publish_each_entry_once(
     # Polled again: 304s for conditional feeds, and nothing published twice in any case.
     assert await ingest.poll_all() == 0
     assert sum(server.not_modified.values()) == 3, "the conditional feeds answered 304"
-    assert len(await _raw(settings)) == 45
+    assert len(await read_raw(settings)) == 45
     # A restarted ingest (a new process: nothing in memory) publishes nothing either.
     engine = create_engine(settings.database_url)
     restarted = IngestService(settings=settings, bus=ingest._bus, sessions=session_factory(engine))
     server.routes["/blog.xml"].conditional = False  # and no 304 to hide behind
     assert await restarted.poll_all() == 0
     await engine.dispose()
-    assert len(await _raw(settings)) == 45
-    health = await _sources(settings)
+    assert len(await read_raw(settings)) == 45
+    health = await sources_by_id(settings)
     assert {s.items_seen for s in health.values()} == {20, 15, 10}
     assert all(s.last_error is None and s.consecutive_failures == 0 for s in health.values())
 
@@ -138,7 +107,7 @@ async def test_a_feed_that_changes_publishes_only_the_new_entries(
     # The feed slides: the 10 oldest drop out, 10 new ones arrive.
     server.serve("/grow.xml", rss(entries[10:30]))
     assert await ingest.poll_all() == 10
-    assert len(await _raw(settings)) == 30
+    assert len(await read_raw(settings)) == 30
 
 
 async def test_bad_feeds_are_reported_in_source_health_and_the_others_go_on(
@@ -154,7 +123,7 @@ async def test_bad_feeds_are_reported_in_source_health_and_the_others_go_on(
     missing_id = await _add(settings, server.url("/missing.xml"))
 
     published = await ingest.poll_all()
-    health = await _sources(settings)
+    health = await sources_by_id(settings)
     assert health[good_id].last_error is None and health[good_id].items_seen == 5
     assert "is an HTML page that announces no RSS or Atom feed" in (health[broken_id].last_error or "")
     assert "HTTP 500" in (health[error_id].last_error or "")
@@ -169,4 +138,4 @@ async def test_bad_feeds_are_reported_in_source_health_and_the_others_go_on(
     assert published == 5 + truncated.items_seen
 
     await ingest.poll_all()
-    assert (await _sources(settings))[error_id].consecutive_failures == 2
+    assert (await sources_by_id(settings))[error_id].consecutive_failures == 2

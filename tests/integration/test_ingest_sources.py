@@ -10,21 +10,19 @@ from datetime import UTC, datetime, timedelta
 from xml.sax.saxutils import escape
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from services.ingest.service import IngestService
-from shared.bus.base import Record
-from shared.bus.codec import decode
 from shared.bus.kafka import KafkaBus
 from shared.db import SourceRow, create_engine, session_factory
-from shared.events import MentionIngested, MentionKind
+from shared.events import MentionKind
 from shared.settings import Settings
-from shared.sources import SourceSpec, add_source
+from shared.sources import SourceSpec
 from tests.conftest import KafkaEnv
 from tests.support.factories import Entry, make_entries, rss
 from tests.support.feedserver import FeedServer, feed_server
-from tests.support.kafka import read_topics
 from tests.support.scenario import wait_for
+from tests.support.sources import read_raw, register, sources_by_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -67,37 +65,6 @@ async def ingest(settings: Settings, bus: KafkaBus) -> AsyncIterator[IngestServi
     engine = create_engine(settings.database_url)
     yield IngestService(settings=settings, bus=bus, sessions=session_factory(engine), owner="replica-a")
     await engine.dispose()
-
-
-async def _add(settings: Settings, spec: SourceSpec) -> str:
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            row, _ = await add_source(session, spec)
-            await session.commit()
-            return row.id
-    finally:
-        await engine.dispose()
-
-
-async def _sources(settings: Settings) -> dict[str, SourceRow]:
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            return {s.id: s for s in (await session.scalars(select(SourceRow))).all()}
-    finally:
-        await engine.dispose()
-
-
-async def _published(settings: Settings) -> list[MentionIngested]:
-    records = await read_topics(settings.kafka_bootstrap_servers, [settings.topic_raw])
-    return [
-        decode(
-            Record(topic=r.topic, partition=r.partition, offset=r.offset, key=r.key.decode(), value=r.value),
-            MentionIngested,
-        )
-        for r in records
-    ]
 
 
 def _rss_items(items: list[str], title: str = "Blog") -> bytes:
@@ -157,16 +124,16 @@ async def test_per_post_comment_feeds_are_discovered_and_their_comments_answer_t
             title="Comments on: Tessellate 4.0 review",
         ),
     )
-    blog_id = await _add(settings, SourceSpec(name="Blog", url=server.url("/blog.xml"), influence=3))
+    blog_id = await register(settings, SourceSpec(name="Blog", url=server.url("/blog.xml"), influence=3))
 
     assert await ingest.poll_all() == 2  # the two posts; the comment feed is registered
-    children = [s for s in (await _sources(settings)).values() if s.parent_id == blog_id]
+    children = [s for s in (await sources_by_id(settings)).values() if s.parent_id == blog_id]
     assert [(c.url, c.kind, c.post_url, c.influence) for c in children] == [
         (comments_url, "comments", post_link, 3)
     ], "the post with no comments gets no comment feed"
 
     assert await ingest.poll_all() == 2  # now the comment feed is polled too
-    comments = [e.mention for e in await _published(settings) if e.mention.kind is MentionKind.COMMENT]
+    comments = [e.mention for e in await read_raw(settings) if e.mention.kind is MentionKind.COMMENT]
     assert sorted(c.text for c in comments) == ["Great review, thanks.", "How do I export a board?"]
     assert {c.in_reply_to for c in comments} == {post_link}
     assert {c.source_id for c in comments} == {children[0].id}
@@ -189,9 +156,9 @@ async def test_atom_replies_links_are_discovered(
         ).encode(),
         content_type="application/atom+xml",
     )
-    ideas_id = await _add(settings, SourceSpec(name="Ideas", url=server.url("/ideas.atom")))
+    ideas_id = await register(settings, SourceSpec(name="Ideas", url=server.url("/ideas.atom")))
     await ingest.poll_all()
-    children = [s for s in (await _sources(settings)).values() if s.parent_id == ideas_id]
+    children = [s for s in (await sources_by_id(settings)).values() if s.parent_id == ideas_id]
     assert [(c.url, c.post_url) for c in children] == [(replies, "https://ideas.example.net/1")]
 
 
@@ -205,9 +172,9 @@ async def test_an_html_page_leads_to_its_feed_and_the_source_keeps_the_feed_url(
         b'href="/feed.xml"></head><body>Hello</body></html>',
         content_type="text/html; charset=utf-8",
     )
-    source_id = await _add(settings, SourceSpec(name="Blog", url=page))
+    source_id = await register(settings, SourceSpec(name="Blog", url=page))
     assert await ingest.poll_all() == 4
-    assert (await _sources(settings))[source_id].url == feed_url
+    assert (await sources_by_id(settings))[source_id].url == feed_url
 
 
 async def test_permanent_redirects_update_the_url_and_temporary_ones_do_not(
@@ -217,10 +184,10 @@ async def test_permanent_redirects_update_the_url_and_temporary_ones_do_not(
     server.serve("/old.xml", b"", status=301, headers={"Location": new})
     tmp = server.serve("/tmp.xml", rss(make_entries(2, prefix="tmp")))
     server.serve("/away.xml", b"", status=302, headers={"Location": tmp})
-    moved_id = await _add(settings, SourceSpec(name="moved", url=server.url("/old.xml")))
-    away_id = await _add(settings, SourceSpec(name="away", url=server.url("/away.xml")))
+    moved_id = await register(settings, SourceSpec(name="moved", url=server.url("/old.xml")))
+    away_id = await register(settings, SourceSpec(name="away", url=server.url("/away.xml")))
     assert await ingest.poll_all() == 5
-    sources = await _sources(settings)
+    sources = await sources_by_id(settings)
     assert sources[moved_id].url == new
     assert sources[away_id].url == server.url("/away.xml")
 
@@ -230,11 +197,11 @@ async def test_429_and_503_back_off_and_honour_retry_after(
 ) -> None:
     server.serve("/busy.xml", b"slow down", status=429, headers={"Retry-After": "7200"})
     server.serve("/down.xml", b"down", status=503)
-    busy = await _add(settings, SourceSpec(name="busy", url=server.url("/busy.xml"), poll_interval_s=60))
-    down = await _add(settings, SourceSpec(name="down", url=server.url("/down.xml"), poll_interval_s=60))
+    busy = await register(settings, SourceSpec(name="busy", url=server.url("/busy.xml"), poll_interval_s=60))
+    down = await register(settings, SourceSpec(name="down", url=server.url("/down.xml"), poll_interval_s=60))
     before = datetime.now(UTC)
     await ingest.poll_all()
-    sources = await _sources(settings)
+    sources = await sources_by_id(settings)
     assert sources[busy].last_status == 429 and "HTTP 429" in (sources[busy].last_error or "")
     busy_next = sources[busy].next_poll_at
     down_next = sources[down].next_poll_at
@@ -243,7 +210,7 @@ async def test_429_and_503_back_off_and_honour_retry_after(
     first_delay = (down_next - before).total_seconds()
     assert 110 <= first_delay <= 130, "first failure: twice the poll interval"
     await ingest.poll_all()
-    sources = await _sources(settings)
+    sources = await sources_by_id(settings)
     second_next = sources[down].next_poll_at
     assert second_next is not None
     assert sources[down].consecutive_failures == 2
@@ -262,7 +229,7 @@ async def test_keyword_filter_and_backfill_policy(
         _item("4", "Weather", "sunny all week", "https://n.example/4"),
         _item("5", "Acme cloudy", "acme cloudy sky, not the product", "https://n.example/5"),
     ]
-    filtered = await _add(
+    filtered = await register(
         settings,
         SourceSpec(
             name="filtered",
@@ -277,7 +244,7 @@ async def test_keyword_filter_and_backfill_policy(
         _item("new", "New Tessellate post", "from today", "https://b.example/new", date=recent),
     ]
     await asyncio.sleep(0.01)
-    only_new = await _add(
+    only_new = await register(
         settings,
         SourceSpec(name="new only", url=server.serve("/b.xml", _rss_items(backfill_items)), backfill="new"),
     )
@@ -291,7 +258,7 @@ async def test_keyword_filter_and_backfill_policy(
         )
     await engine.dispose()
     await ingest.poll_all()
-    published = await _published(settings)
+    published = await read_raw(settings)
     assert sorted(e.mention.title for e in published if e.mention.source_id == filtered) == [
         "Acme Cloud outage",
         "acmecloud pricing",
@@ -311,11 +278,11 @@ async def test_a_syndicated_copy_is_linked_to_its_original(
         "/mirror.xml",
         _rss_items([_item("m1", "Tessellate raises a Series B", copy, "https://mirror.example/m1")]),
     )
-    origin = await _add(settings, SourceSpec(name="origin", url=server.url("/origin.xml")))
+    origin = await register(settings, SourceSpec(name="origin", url=server.url("/origin.xml")))
     assert await ingest.poll_all() == 1
-    await _add(settings, SourceSpec(name="mirror", url=server.url("/mirror.xml")))
+    await register(settings, SourceSpec(name="mirror", url=server.url("/mirror.xml")))
     assert await ingest.poll_all() == 1
-    published = {e.mention.source_id: e.mention for e in await _published(settings)}
+    published = {e.mention.source_id: e.mention for e in await read_raw(settings)}
     original = published[origin]
     mirror = next(m for sid, m in published.items() if sid != origin)
     assert original.near_duplicate_of is None
@@ -331,14 +298,14 @@ async def test_ssrf_private_and_loopback_addresses_are_refused_at_connect_time(
     engine = create_engine(settings.database_url)
     guarded = IngestService(settings=strict, bus=bus, sessions=session_factory(engine))
     try:
-        source = await _add(
+        source = await register(
             settings, SourceSpec(name="sneaky", url=server.serve("/x.xml", rss(make_entries(2, prefix="x"))))
         )
-        localhost = await _add(
+        localhost = await register(
             settings, SourceSpec(name="by name", url=f"http://localhost:{server.port}/x.xml")
         )
         assert await guarded.poll_all() == 0
-        health = await _sources(settings)
+        health = await sources_by_id(settings)
         for sid in (source, localhost):
             assert "a loopback address; refused" in (health[sid].last_error or ""), health[sid].last_error
         assert server.requests == {}, "nothing was sent to the refused address"
@@ -360,16 +327,16 @@ async def test_hostile_xml_is_refused_with_a_clear_error(
         b'<rss version="2.0"><channel><title>t</title><item><title>&xxe;</title><guid>1</guid></item>'
         b"</channel></rss>"
     )
-    a = await _add(settings, SourceSpec(name="laughs", url=server.serve("/laughs.xml", laughs)))
-    b = await _add(settings, SourceSpec(name="xxe", url=server.serve("/xxe.xml", xxe)))
-    good = await _add(
+    a = await register(settings, SourceSpec(name="laughs", url=server.serve("/laughs.xml", laughs)))
+    b = await register(settings, SourceSpec(name="xxe", url=server.serve("/xxe.xml", xxe)))
+    good = await register(
         settings,
         SourceSpec(name="good", url=server.serve("/good.xml", rss(make_entries(3, prefix="g")), gzip=True)),
     )
     assert await ingest.poll_all() == 3, (
         "the gzip-encoded good feed is read; the hostile ones publish nothing"
     )
-    health = await _sources(settings)
+    health = await sources_by_id(settings)
     for sid in (a, b):
         assert "declares XML entities" in (health[sid].last_error or "")
     assert health[good].last_error is None
@@ -382,7 +349,7 @@ async def test_two_replicas_publish_each_entry_once(
     for i in range(12):
         entries = make_entries(25, prefix=f"r{i}", seed=i)
         feeds.append(entries)
-        await _add(
+        await register(
             settings,
             SourceSpec(
                 name=f"feed {i}",
@@ -401,7 +368,7 @@ async def test_two_replicas_publish_each_entry_once(
     try:
 
         async def polled_three_times() -> bool:
-            sources = await _sources(settings)
+            sources = await sources_by_id(settings)
             return sum(server.requests.get(f"/r{i}.xml", 0) for i in range(12)) >= 36 and all(
                 s.last_success_at for s in sources.values()
             )
@@ -411,6 +378,6 @@ async def test_two_replicas_publish_each_entry_once(
         stop.set()
         await asyncio.gather(*tasks)
         await engine.dispose()
-    published = await _published(settings)
+    published = await read_raw(settings)
     ids = [e.mention.id for e in published]
     assert len(ids) == len(set(ids)) == 12 * 25

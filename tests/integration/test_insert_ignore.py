@@ -108,16 +108,16 @@ async def test_unnest_path_stores_what_the_orm_insert_stores(
     fast = await _store(pg_url, batches)
     assert db_engine._unnest_insert(MentionRow.__table__, tuple(_mention(0)), ("id",)) is not None
 
-    from tests.conftest import _create_database, _drop_database
+    from bench.infra import create_database, drop_database
 
     name = f"mr_test_slow_{id(batches)}"
-    slow_url = await _create_database(postgres_server_url, name)
+    slow_url = await create_database(postgres_server_url, name)
     try:
         await db_engine.migrate(slow_url)
         monkeypatch.setattr(db_engine, "_unnest_insert", lambda *args: None)
         slow = await _store(slow_url, batches)
     finally:
-        await _drop_database(postgres_server_url, name)
+        await drop_database(postgres_server_url, name)
     assert len(fast) == 5 + 10 + 10
     assert fast == slow
 
