@@ -42,6 +42,8 @@ fmt: install ## format and auto-fix
 
 # Kafka and PostgreSQL come from MR_KAFKA_BOOTSTRAP_SERVERS / MR_DATABASE_URL when set, from
 # testcontainers when a Docker engine answers, and otherwise from the scripts in deploy/local/.
+# The quick benchmark (a collapse check, no timing judged) runs before pytest so that pytest's summary
+# is the last line.
 test: install ## lint, then every test (unit, integration, e2e) against a real Kafka and PostgreSQL
 	@set -e; \
 	if ! docker info >/dev/null 2>&1; then \
@@ -49,8 +51,8 @@ test: install ## lint, then every test (unit, integration, e2e) against a real K
 	  if [ -z "$${MR_DATABASE_URL:-}" ]; then deploy/local/postgres.sh start; eval "$$(deploy/local/postgres.sh env)"; fi; \
 	fi; \
 	$(MAKE) --no-print-directory lint; \
-	$(BIN)/pytest; \
-	$(BIN)/python -m bench --quick
+	$(BIN)/python -m bench --quick; \
+	$(BIN)/pytest
 
 test-unit: install ## the fast unit tests only (no broker, no database)
 	$(BIN)/pytest tests/unit
