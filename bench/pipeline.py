@@ -20,15 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.engine import make_url
@@ -37,7 +33,8 @@ from bench import infra
 from bench.generate import Generated
 from bench.relay import producer, send_all
 from shared.db import migrate
-from shared.settings import DEPARTMENTS, REPO_ROOT, Settings
+from shared.settings import DEPARTMENTS, Settings
+from tests.support.processes import ServiceProcesses, free_port
 
 
 class BenchFailure(Exception):
@@ -62,64 +59,6 @@ class PipelineConfig:
     # broker one request per mention. Whatever it adds is charged to the measured latency (it counts
     # from the scheduled time).
     generator_linger_ms: int = 5
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Services:
-    """The service processes, started as a user starts them: `python -m services.<name>`."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._files: list[IO[bytes]] = []
-
-    def start(self, service: str, name: str) -> None:
-        log = (self.logs / f"{name}.log").open("wb")
-        self._files.append(log)
-        # Each process serves /metrics as deployed, on a port of its own.
-        env = {**self.env, "MR_METRICS_PORT": str(_free_port())}
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def pids(self) -> dict[str, int]:
-        return {name: p.pid for name, p in self.procs.items()}
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise BenchFailure(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
-
-    def tail(self, name: str, lines: int = 30) -> str:
-        text = (self.logs / f"{name}.log").read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        codes: dict[str, int | None] = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                codes[name] = None
-        for f in self._files:
-            f.close()
-        return codes
 
 
 class Database:
@@ -187,7 +126,7 @@ class RssSampler:
 
 
 async def _wait_stored(
-    db: Database, services: Services, target: int, *, stall_timeout_s: float, poll_s: float = 0.1
+    db: Database, services: ServiceProcesses, target: int, *, stall_timeout_s: float, poll_s: float = 0.1
 ) -> float:
     """Poll the mention count until it reaches `target`; the time it did. Fails on a stall."""
     last, last_change = -1, time.perf_counter()
@@ -229,7 +168,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 async def _latency_phase(
     settings: Settings,
     db: Database,
-    services: Services,
+    services: ServiceProcesses,
     messages: Sequence[Generated],
     *,
     rate: float,
@@ -441,17 +380,17 @@ async def run_pipeline(
             "PYTHONUNBUFFERED": "1",
             **cfg.env,
         }
-        services = Services(env, logs)
+        services = ServiceProcesses(env, logs, failure=BenchFailure)
         for i in range(cfg.classifiers):
-            services.start("classifier", f"classifier-{i + 1}")
+            services.start("classifier", f"classifier-{i + 1}", MR_METRICS_PORT=str(free_port()))
         for i in range(cfg.routers):
-            services.start("router", f"router-{i + 1}")
+            services.start("router", f"router-{i + 1}", MR_METRICS_PORT=str(free_port()))
         codes: dict[str, int | None] = {}
         try:
             async with Database(db_url) as db:
                 result = await _run_phases(cfg, settings, db, database, services, warm, load, timed, say)
         finally:
-            codes = services.stop()
+            codes = services.stop(timeout=20.0)
         bad = {name: code for name, code in codes.items() if code != 0}
         if bad:
             raise BenchFailure(
@@ -469,7 +408,7 @@ async def _run_phases(
     settings: Settings,
     db: Database,
     database: str,
-    services: Services,
+    services: ServiceProcesses,
     warm: Sequence[Generated],
     load: Sequence[Generated],
     timed: Sequence[Generated],

@@ -13,7 +13,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from tests.conftest import KafkaEnv
 from tests.support.factories import make_entries, rss
 from tests.support.feedserver import FeedServer, feed_server
 from tests.support.kafka import partitions
+from tests.support.processes import free_port
 from tests.support.scenario import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
@@ -52,12 +52,6 @@ def _interpolate(value: Any) -> Any:
     if isinstance(value, list):
         return [_interpolate(v) for v in value]
     return value
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -174,8 +168,8 @@ async def test_compose_services_start_in_order_pass_their_healthchecks_and_route
 ) -> None:
     compose = yaml.safe_load(COMPOSE.read_text())  # merge keys (<<: *app) resolved by the loader
     services = _interpolate(compose["services"])
-    api_port = _free_port()
-    metrics_ports = {name: _free_port() for name in ("ingest", "classifier", "router")}
+    api_port = free_port()
+    metrics_ports = {name: free_port() for name in ("ingest", "classifier", "router")}
     env: dict[str, dict[str, str]] = {}
     for name in (*JOBS, *APP):
         given = {k: str(v) for k, v in (services[name].get("environment") or {}).items()}

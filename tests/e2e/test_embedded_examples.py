@@ -4,7 +4,6 @@ what is there, duplicates nothing, and recovers what the in-memory bus lost when
 from __future__ import annotations
 
 import asyncio
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,15 +16,10 @@ from shared.bus import MemoryBroker
 from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
 from shared.settings import DEPARTMENTS, Settings
 from shared.sources import load_sources_file
+from tests.support.processes import free_port
 from tests.support.scenario import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _run_until(settings: Settings, check: str, *, within: float = 60) -> MemoryBroker:
@@ -73,7 +67,7 @@ async def _counts(url: str) -> tuple[int, int]:
 
 async def test_examples_reach_every_department_and_a_restart_duplicates_nothing(tmp_path: Path) -> None:
     settings = embedded_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'mr.db'}", api_port=_free_port()
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'mr.db'}", api_port=free_port()
     )
     entries = 60
     assert len(load_sources_file(EXAMPLE_SOURCES)) >= 5

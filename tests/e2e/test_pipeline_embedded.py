@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from shared.bus import MemoryBroker
 from shared.settings import DEPARTMENTS
 from tests.support.factories import TEMPLATES
 from tests.support.feedserver import FeedServer, feed_server
+from tests.support.processes import free_port
 from tests.support.scenario import (
     assert_api_agrees,
     expected_assignments,
@@ -35,14 +35,8 @@ def server() -> Iterator[FeedServer]:
         yield fs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_embedded_runner_routes_every_entry_once(server: FeedServer, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     settings = embedded_settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'mr.db'}",
         api_port=port,

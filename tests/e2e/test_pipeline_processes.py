@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,6 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 import httpx
 import pytest
@@ -30,6 +27,7 @@ from shared.settings import DEPARTMENTS, REPO_ROOT
 from tests.conftest import KafkaEnv
 from tests.support.feedserver import FeedServer, feed_server
 from tests.support.kafka import end_offsets_total, read_topics
+from tests.support.processes import ServiceProcesses, free_port
 from tests.support.scenario import (
     assert_api_agrees,
     expected_assignments,
@@ -41,12 +39,6 @@ from tests.support.scenario import (
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 
 FEEDS, PER_FEED = 5, 100
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -64,55 +56,10 @@ def server() -> Iterator[FeedServer]:
         yield fs
 
 
-class Processes:
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env = env
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self._files: list[BinaryIO] = []
-
-    def start(self, name: str) -> None:
-        log = (self.logs / f"{name}.log").open("wb")
-        self._files.append(log)
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
-
-    def tail(self, name: str, lines: int = 40) -> str:
-        text = (self.logs / f"{name}.log").read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop_all(self, timeout: float = 15.0) -> dict[str, int | None]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        codes: dict[str, int | None] = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                codes[name] = None
-        for f in self._files:
-            f.close()
-        return codes
-
-
 async def test_four_processes_route_every_entry_once(
     kafka: KafkaEnv, empty_pg_url: str, server: FeedServer, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MR_BUS": "kafka",
@@ -136,7 +83,7 @@ async def test_four_processes_route_every_entry_once(
     assert migrate.returncode == 0, migrate.stderr.decode()
 
     feeds = serve_feeds(server, feeds=FEEDS, per_feed=PER_FEED)
-    procs = Processes(env, tmp_path)
+    procs = ServiceProcesses(env, tmp_path)
     for name in ("api", "router", "classifier", "ingest"):
         procs.start(name)
     engine = create_engine(empty_pg_url)
@@ -215,7 +162,7 @@ async def test_four_processes_route_every_entry_once(
             assert await counts() == (len(expected), total_assignments)
     finally:
         await engine.dispose()
-        codes = procs.stop_all()
+        codes = procs.stop()
     assert codes == dict.fromkeys(codes, 0), {n: procs.tail(n) for n, c in codes.items() if c != 0}
 
 

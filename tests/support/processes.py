@@ -1,0 +1,71 @@
+"""Service processes started as a user starts them (`python -m services.<name>`), for the end-to-end
+tests and the benchmark: logs to files, liveness checks, SIGTERM with a deadline."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from shared.settings import REPO_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcesses:
+    def __init__(self, env: dict[str, str], logs: Path, *, failure: type[Exception] = AssertionError) -> None:
+        self.env = env
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._files: list[IO[bytes]] = []
+        self._failure = failure
+
+    def start(self, service: str, name: str | None = None, **env: str) -> None:
+        name = name or service
+        log = (self.logs / f"{name}.log").open("wb")
+        self._files.append(log)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{service}"],
+            cwd=REPO_ROOT,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items()}
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise self._failure(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        text = (self.logs / f"{name}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> dict[str, int | None]:
+        """SIGTERM to all, then their exit codes (None for one that had to be killed after `timeout`)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        codes: dict[str, int | None] = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                codes[name] = None
+        for f in self._files:
+            f.close()
+        return codes
