@@ -20,9 +20,8 @@ import pytest
 
 from bench.infra import create_database, drop_database, script_env
 from shared.db import migrate
-from shared.settings import REPO_ROOT, BusKind, Settings
-
-LOCAL = REPO_ROOT / "deploy" / "local"
+from shared.settings import BusKind, Settings
+from tests.support.feedserver import FeedServer, feed_server
 
 
 def _docker_available() -> bool:
@@ -75,6 +74,22 @@ async def pg_url(postgres_server_url: str) -> AsyncIterator[str]:
     await migrate(url)
     yield url
     await drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+async def empty_pg_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """A fresh PostgreSQL database with no schema (the test migrates it as a user would), dropped after."""
+    name = f"mr_empty_{uuid.uuid4().hex[:12]}"
+    url = await create_database(postgres_server_url, name)
+    yield url
+    await drop_database(postgres_server_url, name)
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    """A local HTTP server for test feeds: the stand-in for the outside internet."""
+    with feed_server() as fs:
+        yield fs
 
 
 @pytest.fixture

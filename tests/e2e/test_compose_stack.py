@@ -16,8 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +24,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.infra import create_database, drop_database
 from shared.settings import REPO_ROOT
 from tests.conftest import KafkaEnv
 from tests.support.factories import make_entries, rss
-from tests.support.feedserver import FeedServer, feed_server
+from tests.support.feedserver import FeedServer
 from tests.support.kafka import partitions
 from tests.support.processes import free_port
 from tests.support.scenario import wait_for
@@ -52,20 +49,6 @@ def _interpolate(value: Any) -> Any:
     if isinstance(value, list):
         return [_interpolate(v) for v in value]
     return value
-
-
-@pytest.fixture
-async def empty_db(postgres_server_url: str) -> AsyncIterator[str]:
-    name = f"mr_compose_{uuid.uuid4().hex[:12]}"
-    url = await create_database(postgres_server_url, name)
-    yield url
-    await drop_database(postgres_server_url, name)
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with feed_server() as fs:
-        yield fs
 
 
 class Stack:
@@ -164,7 +147,7 @@ def _metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def test_compose_services_start_in_order_pass_their_healthchecks_and_route(
-    kafka: KafkaEnv, empty_db: str, server: FeedServer, tmp_path: Path
+    kafka: KafkaEnv, empty_pg_url: str, server: FeedServer, tmp_path: Path
 ) -> None:
     compose = yaml.safe_load(COMPOSE.read_text())  # merge keys (<<: *app) resolved by the loader
     services = _interpolate(compose["services"])
@@ -180,7 +163,7 @@ async def test_compose_services_start_in_order_pass_their_healthchecks_and_route
             **given,
             # One network namespace for all: the hosts and ports of the containers, here.
             "MR_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-            "MR_DATABASE_URL": empty_db,
+            "MR_DATABASE_URL": empty_pg_url,
             "MR_TOPIC_PREFIX": kafka.prefix,
             "MR_API_HOST": "127.0.0.1",
             "MR_API_PORT": str(api_port),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ from services.embedded import embedded_settings, run_embedded
 from shared.bus import MemoryBroker
 from shared.settings import DEPARTMENTS
 from tests.support.factories import TEMPLATES
-from tests.support.feedserver import FeedServer, feed_server
+from tests.support.feedserver import FeedServer
 from tests.support.processes import free_port
 from tests.support.scenario import (
     assert_api_agrees,
@@ -27,12 +26,6 @@ from tests.support.scenario import (
 pytestmark = pytest.mark.e2e
 
 FEEDS, PER_FEED = 5, 100
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with feed_server() as fs:
-        yield fs
 
 
 async def test_embedded_runner_routes_every_entry_once(server: FeedServer, tmp_path: Path) -> None:

@@ -12,20 +12,17 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bench.infra import create_database, drop_database
 from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
 from shared.settings import DEPARTMENTS, REPO_ROOT
 from tests.conftest import KafkaEnv
-from tests.support.feedserver import FeedServer, feed_server
+from tests.support.feedserver import FeedServer
 from tests.support.kafka import end_offsets_total, read_topics
 from tests.support.processes import ServiceProcesses, free_port
 from tests.support.scenario import (
@@ -39,21 +36,6 @@ from tests.support.scenario import (
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 
 FEEDS, PER_FEED = 5, 100
-
-
-@pytest.fixture
-async def empty_pg_url(postgres_server_url: str) -> AsyncIterator[str]:
-    """A fresh database with no schema: the test runs `mention-router migrate` itself."""
-    name = f"mr_e2e_{uuid.uuid4().hex[:12]}"
-    url = await create_database(postgres_server_url, name)
-    yield url
-    await drop_database(postgres_server_url, name)
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with feed_server() as fs:
-        yield fs
 
 
 async def test_four_processes_route_every_entry_once(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,16 +14,10 @@ from shared.settings import Settings
 from shared.sources import SourceSpec
 from tests.conftest import KafkaEnv
 from tests.support.factories import atom, make_entries, rss
-from tests.support.feedserver import FeedServer, feed_server
+from tests.support.feedserver import FeedServer
 from tests.support.sources import read_raw, register, sources_by_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with feed_server() as fs:
-        yield fs
 
 
 @pytest.fixture

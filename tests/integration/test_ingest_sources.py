@@ -5,7 +5,7 @@ hostile XML, and two replicas polling the same sources."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from xml.sax.saxutils import escape
 
@@ -20,7 +20,7 @@ from shared.settings import Settings
 from shared.sources import SourceSpec
 from tests.conftest import KafkaEnv
 from tests.support.factories import Entry, make_entries, rss
-from tests.support.feedserver import FeedServer, feed_server
+from tests.support.feedserver import FeedServer
 from tests.support.scenario import wait_for
 from tests.support.sources import read_raw, register, sources_by_id
 
@@ -38,12 +38,6 @@ ARTICLE = (
     "a reliability report every quarter. Analysts expect the new funds to sharpen competition with the "
     "larger collaboration suites, which have added whiteboards of their own over the past two years."
 )
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with feed_server() as fs:
-        yield fs
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from shared.settings import REPO_ROOT, BusKind, Settings
 from shared.sources import SourceSpec, add_source
 from tests.conftest import KafkaEnv
 from tests.support.factories import classified_event, make_entries, rss
-from tests.support.feedserver import FeedServer, feed_server
+from tests.support.feedserver import FeedServer
 from tests.support.kafka import partitions
 from tests.support.scenario import wait_for
 
@@ -206,12 +206,6 @@ async def test_consumer_reports_lag_per_partition(kafka: KafkaEnv) -> None:
     finally:
         await consumer.stop()
         await bus.stop()
-
-
-@pytest.fixture
-def server() -> Iterator[FeedServer]:
-    with feed_server() as fs:
-        yield fs
 
 
 @pytest.mark.kafka
