@@ -171,18 +171,8 @@ class KafkaBus:
     async def send(self, messages: Sequence[OutMessage]) -> None:
         if self._producer is None:
             raise RuntimeError("the Kafka bus is not started")
-        producer = self._producer
-        futures = [
-            await producer.send(
-                m.topic,
-                value=m.value,
-                key=m.key.encode(),
-                headers=[(k, v.encode()) for k, v in m.headers.items()],
-            )
-            for m in messages
-        ]
         # Returns once every message is acknowledged by all in-sync replicas (acks=all).
-        await asyncio.gather(*futures)
+        await _send_all(self._producer, messages)
 
     async def send_in_transaction(
         self, messages: Sequence[OutMessage], records: Sequence[Record], *, consumer: Consumer, group_id: str
@@ -194,16 +184,7 @@ class KafkaBus:
         async with self._transaction_lock:
             await producer.begin_transaction()
             try:
-                futures = [
-                    await producer.send(
-                        m.topic,
-                        value=m.value,
-                        key=m.key.encode(),
-                        headers=[(k, v.encode()) for k, v in m.headers.items()],
-                    )
-                    for m in messages
-                ]
-                await asyncio.gather(*futures)
+                await _send_all(producer, messages)
                 if offsets:
                     await producer.send_offsets_to_transaction(offsets, group_id)
             except BaseException:
@@ -228,3 +209,17 @@ class KafkaBus:
 
     def consumer(self, topics: Sequence[str], *, group_id: str) -> KafkaConsumer:
         return KafkaConsumer(self._settings, topics, group_id)
+
+
+async def _send_all(producer: AIOKafkaProducer, messages: Sequence[OutMessage]) -> None:
+    """Queue every message (batched by the producer), then wait for all the acknowledgements."""
+    futures = [
+        await producer.send(
+            m.topic,
+            value=m.value,
+            key=m.key.encode(),
+            headers=[(k, v.encode()) for k, v in m.headers.items()],
+        )
+        for m in messages
+    ]
+    await asyncio.gather(*futures)
