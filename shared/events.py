@@ -163,6 +163,33 @@ class MentionRouted(_Frozen):
     all_departments: list[Department]
     ingested_at: AwareDatetime
     routed_at: AwareDatetime = Field(default_factory=utcnow)
+    # Added after schema version 1 shipped (defaults keep older events parseable): every rule that
+    # matched (in order), the rule set version that decided, the rules' tags, and when the SLA runs out.
+    matched_rules: list[str] = Field(default_factory=list)
+    rules_version: int | None = None
+    tags: list[str] = Field(default_factory=list)
+    sla_due_at: AwareDatetime | None = None
 
 
-Event = MentionIngested | MentionClassified | MentionRouted
+class MentionEscalated(_Frozen):
+    """An assignment passed its SLA without a first response: its priority went one step up.
+
+    Published on `mentions.routed.<department>` (next to the routed events; tell them apart by `type` or the
+    `ce_type` header) and on `mentions.escalations`."""
+
+    type: Literal["mention.escalated"] = "mention.escalated"
+    schema_version: int = SCHEMA_VERSION
+    mention_id: str
+    department: Department
+    title: str = ""
+    url: str = ""
+    status: str
+    assignee: str | None = None
+    previous_priority: Priority
+    priority: Priority
+    escalation_level: int = Field(ge=1)
+    sla_due_at: AwareDatetime
+    escalated_at: AwareDatetime
+
+
+Event = MentionIngested | MentionClassified | MentionRouted | MentionEscalated

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
 
     taxonomy_file: Path = REPO_ROOT / "config" / "taxonomy.yaml"
     routing_file: Path = REPO_ROOT / "config" / "routing.yaml"
+    # router: the active rule set lives in the database (seeded from `routing_file` when there is none);
+    # every replica checks for a newly activated version this often.
+    router_rules_refresh_s: float = Field(default=5.0, gt=0)
+    # SLA escalation: how often the router looks for overdue assignments, and how many times one overdue
+    # assignment is escalated (each time one priority step up, then again after another SLA period).
+    router_escalation_interval_s: float = Field(default=30.0, gt=0)
+    router_escalation_max_level: int = Field(default=3, ge=1)
+    # Mentions a shadow replay of a candidate rule set looks at, at most.
+    rules_replay_max: int = Field(default=10_000, ge=1)
 
     # classifier: `rules` (lexicon + taxonomy), `learned` (the model artifact below, with the rules'
     # topics and evidence), or `cascade` (rules, and the model only where the rules are unsure)
@@ -143,10 +152,15 @@ class Settings(BaseSettings):
     def topic_routed(self, department: str) -> str:
         return self.topic(f"mentions.routed.{department}")
 
+    @property
+    def topic_escalations(self) -> str:
+        return self.topic("mentions.escalations")
+
     def all_topics(self) -> list[str]:
         return [
             self.topic_raw,
             self.topic_classified,
             self.topic_dlq,
+            self.topic_escalations,
             *(self.topic_routed(d) for d in DEPARTMENTS),
         ]

@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api.assignments import assignments_api
 from services.api.deps import BusHolder
 from services.api.metrics import metrics_router
 from services.api.push import push
 from services.api.routes import router, v1
+from services.api.rules import rules_api
 from services.api.sources import sources
 from shared.bus import Bus, build_bus
 from shared.db import create_engine, session_factory
@@ -48,5 +50,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
     app.include_router(v1)
     app.include_router(sources)
     app.include_router(push)
+    app.include_router(assignments_api)
+    app.include_router(rules_api)
     app.include_router(metrics_router)
     return app

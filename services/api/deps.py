@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import Bus
@@ -58,6 +58,16 @@ class BusHolder:
             await self._bus.stop()
 
 
+def get_actor(
+    x_actor: Annotated[
+        str | None,
+        Header(max_length=200, description="Who makes the change (recorded in the activity and audit logs)."),
+    ] = None,
+) -> str:
+    return (x_actor or "").strip() or "api"
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+ActorDep = Annotated[str, Depends(get_actor)]
 BusDep = Annotated[Bus, Depends(get_bus)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

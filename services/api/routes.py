@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import and_, exists, func, or_, select, text
 
+from services.api.assignments import assignment_public
 from services.api.deps import SessionDep, SettingsDep
 from services.api.schemas import (
     AssignmentPublic,
@@ -21,7 +22,7 @@ from services.api.schemas import (
     Queues,
 )
 from shared.db import AssignmentRow, MentionRow, MentionTopicRow
-from shared.events import Department, Sentiment
+from shared.events import Department, Sentiment, utcnow
 from shared.settings import DEPARTMENTS
 
 router = APIRouter()
@@ -66,19 +67,9 @@ async def _assignments(session: SessionDep, ids: list[str]) -> dict[str, list[As
     rows = await session.scalars(
         select(AssignmentRow).where(AssignmentRow.mention_id.in_(ids)).order_by(AssignmentRow.priority)
     )
+    now = utcnow()
     for a in rows:
-        out[a.mention_id].append(
-            AssignmentPublic(
-                department=a.department,
-                priority=a.priority,
-                status=a.status,
-                sla_due_at=a.sla_due_at,
-                assignee=a.assignee,
-                rules=list(a.rules),
-                created_at=a.created_at,
-                updated_at=a.updated_at,
-            )
-        )
+        out[a.mention_id].append(assignment_public(a, now))
     return out
 
 

@@ -9,14 +9,27 @@ from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class AssignmentPublic(BaseModel):
+    id: int
     department: str
     priority: str
-    status: str
-    sla_due_at: datetime
+    status: str = Field(
+        description="new, acknowledged, responded, resolved, dismissed, reopened or reassigned"
+    )
+    sla_due_at: datetime = Field(description="When the first response is due.")
+    sla_minutes: int
+    overdue: bool = Field(description="Past its SLA without a response.")
+    escalation_level: int = Field(description="How many times the SLA escalated it (0: never).")
     assignee: str | None
-    rules: list[str]
+    rules: list[str] = Field(description="The routing rules that gave this department the mention.")
+    tags: list[str]
     created_at: datetime
     updated_at: datetime
+    acknowledged_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    reassigned_to: str | None
+    version: int = Field(description='Bumped by every change; the ETag is `"<id>-<version>"`.')
 
 
 class MentionPublic(BaseModel):

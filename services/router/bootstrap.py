@@ -8,11 +8,11 @@ from services.router.service import RouterService
 from shared.bus import Bus
 from shared.classify import Taxonomy
 from shared.db import session_factory
-from shared.routing import RuleSet
 from shared.settings import Settings
 
 
 def build(settings: Settings, *, bus: Bus, engine: AsyncEngine) -> RouterService:
+    """The router; it loads the active rule set from the database when it runs (seeding the database from
+    `settings.routing_file` the first time), validating rule sets against the taxonomy's topics."""
     topics = Taxonomy.from_file(settings.taxonomy_file).topics
-    rules = RuleSet.from_file(settings.routing_file, known_topics=topics)
-    return RouterService(settings=settings, bus=bus, sessions=session_factory(engine), rules=rules)
+    return RouterService(settings=settings, bus=bus, sessions=session_factory(engine), known_topics=topics)

@@ -1,12 +1,16 @@
 """Router: `mentions.classified` → rules → PostgreSQL (one transaction per batch) → department topics.
 
 Offsets are committed by the stage only after the database commit and the acknowledged publishes.
+Beside the stage, each replica runs three small loops: it picks up a newly activated rule set, escalates
+assignments past their SLA, and publishes the outbox (escalations, reassignments).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,12 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared.bus import Bus, Record
 from shared.bus.codec import decode, encode
 from shared.db import AssignmentRow, MentionRow, MentionTopicRow, insert_ignore
+from shared.errors import is_transient
 from shared.events import MentionClassified, MentionRouted, utcnow
 from shared.routing import Decision, RuleSet
+from shared.rulestore import RuleHolder, seed
 from shared.settings import DEPARTMENTS, Settings
 from shared.stage import BatchResult, Stage
+from shared.workflow import escalate_due, relay_outbox
 
 _CE_SOURCE = "/mention-router/router"
+log = logging.getLogger(__name__)
 
 
 class RouterService:
@@ -30,14 +38,20 @@ class RouterService:
         settings: Settings,
         bus: Bus,
         sessions: async_sessionmaker[AsyncSession],
-        rules: RuleSet,
+        rules: RuleSet | None = None,
+        known_topics: Iterable[str] | None = None,
         clock: Callable[[], datetime] = utcnow,
+        outbox_interval_s: float = 1.0,
     ) -> None:
+        """`rules`: the rule set to start with (else the database's active one, seeded from
+        `settings.routing_file`, once `run` starts); `known_topics` validates rule sets read later."""
         self._settings = settings
         self._bus = bus
         self._sessions = sessions
-        self.rules = rules
+        self.holder = RuleHolder(sessions, known_topics=known_topics, initial=rules)
+        self._known_topics = known_topics
         self._clock = clock
+        self._outbox_interval_s = outbox_interval_s
         self.stage = Stage(
             name="router",
             bus=bus,
@@ -48,23 +62,33 @@ class RouterService:
             max_attempts=settings.max_attempts,
         )
 
+    @property
+    def rules(self) -> RuleSet:
+        if self.holder.rules is None:
+            raise RuntimeError("no routing rules loaded yet: run() loads the active rule set")
+        return self.holder.rules
+
     async def handle(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
         decided: dict[str, tuple[MentionClassified, Decision]] = {}
+        rules = self.rules
         for record in records:
             try:
                 event = decode(record, MentionClassified)
-                decided[event.mention.id] = (event, self.rules.evaluate(event.mention, event.classification))
+                decided[event.mention.id] = (event, rules.evaluate(event.mention, event.classification))
             except Exception as exc:  # noqa: BLE001 - a record that cannot be routed is dead-lettered
                 result.dead.append((record, exc))
         if not decided:
             return result
         now = self._clock()
-        await self._store(decided, now)
+        version = _version(rules)
+        await self._store(decided, now, version)
         for event, decision in decided.values():
             if event.mention.near_duplicate_of is not None:
                 continue  # stored, linked to its original, and not routed a second time
             departments = decision.departments
+            matched = list(decision.matched_rules)
+            tags = list(getattr(decision, "tags", ()))
             for assignment in decision.assignments:
                 routed = MentionRouted(
                     mention=event.mention,
@@ -74,6 +98,10 @@ class RouterService:
                     all_departments=departments,
                     ingested_at=event.ingested_at,
                     routed_at=now,
+                    matched_rules=matched,
+                    rules_version=version,
+                    tags=tags,
+                    sla_due_at=now + timedelta(minutes=assignment.sla_minutes),
                 )
                 result.out.append(
                     encode(
@@ -86,12 +114,15 @@ class RouterService:
                 )
         return result
 
-    async def _store(self, decided: dict[str, tuple[MentionClassified, Decision]], now: datetime) -> None:
+    async def _store(
+        self, decided: dict[str, tuple[MentionClassified, Decision]], now: datetime, version: int | None
+    ) -> None:
         mentions: list[dict[str, Any]] = []
         topics: list[dict[str, Any]] = []
         assignments: list[dict[str, Any]] = []
         for mention_id, (event, decision) in decided.items():
             m, c = event.mention, event.classification
+            tags = list(getattr(decision, "tags", ()))
             mentions.append(
                 {
                     "id": mention_id,
@@ -115,25 +146,38 @@ class RouterService:
                     "language": c.language,
                     "topics": [t.name for t in c.topics],
                     "classification": c.model_dump(mode="json"),
+                    "intent": c.intent.value,
+                    "urgency": c.urgency,
+                    "influence": m.influence,
+                    "language_hint": m.language_hint,
+                    "rules_version": version,
+                    "matched_rules": list(decision.matched_rules),
+                    "tags": tags,
                 }
             )
             topics.extend({"mention_id": mention_id, "topic": t.name} for t in c.topics)
             if m.near_duplicate_of is not None:
                 continue
-            assignments.extend(
-                {
-                    "mention_id": mention_id,
-                    "department": a.department.value,
-                    "priority": a.priority.value,
-                    "status": "new",
-                    "sla_due_at": now + timedelta(minutes=a.sla_minutes),
-                    "assignee": None,
-                    "rules": list(a.rules),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for a in decision.assignments
-            )
+            for a in decision.assignments:
+                due = now + timedelta(minutes=a.sla_minutes)
+                assignments.append(
+                    {
+                        "mention_id": mention_id,
+                        "department": a.department.value,
+                        "priority": a.priority.value,
+                        "status": "new",
+                        "sla_due_at": due,
+                        "sla_minutes": a.sla_minutes,
+                        "next_escalation_at": due,
+                        "escalation_level": 0,
+                        "assignee": None,
+                        "rules": list(a.rules),
+                        "tags": tags,
+                        "created_at": now,
+                        "updated_at": now,
+                        "version": 1,
+                    }
+                )
         # One transaction per batch; replays and duplicates change nothing (ON CONFLICT DO NOTHING).
         async with self._sessions() as session, session.begin():
             await insert_ignore(session, MentionRow, mentions, keys=["id"])
@@ -150,12 +194,87 @@ class RouterService:
                 keys=["mention_id", "department"],
             )
 
+    async def load_rules(self) -> int:
+        """Seed the database from the YAML file if it has no rule set, and load the active one."""
+        await seed(self._sessions, self._settings.routing_file, known_topics=self._known_topics)
+        await self.holder.refresh()
+        assert self.holder.version is not None
+        return self.holder.version
+
+    async def escalate(self) -> int:
+        """Escalate the assignments past their SLA now; the events go out with the next outbox relay."""
+        async with self._sessions() as session, session.begin():
+            events = await escalate_due(session, now=self._clock(), settings=self._settings)
+        if events:
+            log.info("escalated %d overdue assignment(s)", len(events))
+        return len(events)
+
+    async def relay(self) -> int:
+        return await relay_outbox(self._sessions, self._bus)
+
     async def run(self, stop: asyncio.Event) -> None:
         await self._bus.ensure_topics(
             [
                 self._settings.topic_classified,
                 self._settings.topic_dlq,
+                self._settings.topic_escalations,
                 *(self._settings.topic_routed(d) for d in DEPARTMENTS),
             ]
         )
-        await self.stage.run(stop)
+        await _retrying(self.load_rules, stop, what="load the routing rules")
+        loops = [
+            asyncio.create_task(
+                _every(self._settings.router_rules_refresh_s, self.holder.refresh, stop, "rules refresh")
+            ),
+            asyncio.create_task(
+                _every(self._settings.router_escalation_interval_s, self.escalate, stop, "SLA escalation")
+            ),
+            asyncio.create_task(_every(self._outbox_interval_s, self.relay, stop, "outbox relay")),
+        ]
+        try:
+            await self.stage.run(stop)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+
+def _version(rules: RuleSet) -> int | None:
+    try:
+        return int(rules.version)
+    except (TypeError, ValueError):
+        return None
+
+
+async def _retrying(step: Callable[[], Awaitable[Any]], stop: asyncio.Event, *, what: str) -> None:
+    """Run `step` until it succeeds, waiting out transient failures (the database starting up)."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await step()
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.warning("cannot %s yet (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _every(
+    interval_s: float, step: Callable[[], Awaitable[Any]], stop: asyncio.Event, what: str
+) -> None:
+    """Run `step` every `interval_s` until `stop`; a failure is logged and the loop goes on."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await step()
+        except Exception as exc:  # noqa: BLE001 - the next round tries again; the stage keeps routing
+            log.warning(
+                "%s failed (%s: %s); trying again in %.1fs", what, type(exc).__name__, exc, interval_s
+            )

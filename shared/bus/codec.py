@@ -21,7 +21,7 @@ def encode(*, topic: str, key: str, event: BaseModel, source: str, event_id: str
     re-published event keeps its id and consumers can drop duplicates by it."""
     event_type = str(getattr(event, "type", type(event).__name__))
     time = getattr(event, "routed_at", None) or getattr(event, "classified_at", None)
-    time = time or getattr(event, "ingested_at", None)
+    time = time or getattr(event, "ingested_at", None) or getattr(event, "escalated_at", None)
     headers = {
         "ce_specversion": "1.0",
         "ce_id": event_id or f"{key}:{event_type}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -32,7 +32,9 @@ def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
 class KafkaConsumer:
     def __init__(self, settings: Settings, topics: Sequence[str], group_id: str) -> None:
         self._topics = list(topics)
-        self._consumer = AIOKafkaConsumer(
+        # Made by start(): an AIOKafkaConsumer created and never started warns when collected, and a
+        # service builds its consumer before it knows whether it will run.
+        self._make: Callable[[], AIOKafkaConsumer] = lambda: AIOKafkaConsumer(
             *self._topics,
             bootstrap_servers=settings.kafka_bootstrap_servers,
             client_id=f"{settings.kafka_client_id}.{group_id}",
@@ -46,6 +48,7 @@ class KafkaConsumer:
         )
 
     async def start(self) -> None:
+        self._consumer = self._make()
         await self._consumer.start()
 
     async def stop(self) -> None:

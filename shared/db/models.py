@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -155,6 +156,14 @@ class MentionRow(Base):
     language: Mapped[str] = mapped_column(String(8))
     topics: Mapped[list[Any]]
     classification: Mapped[dict[str, Any]]
+    # Kept for the rules' replay and the API's filters (migration 0003).
+    intent: Mapped[str] = mapped_column(String(16), default="information", server_default="information")
+    urgency: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    influence: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    language_hint: Mapped[str | None] = mapped_column(String(8))
+    rules_version: Mapped[int | None] = mapped_column(Integer)
+    matched_rules: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
 
     __table_args__ = (Index("ix_mentions_routed_at_id", "routed_at", "id"),)
 
@@ -185,8 +194,120 @@ class AssignmentRow(Base):
     rules: Mapped[list[Any]]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # Workflow (migration 0003; see shared/workflow.py).
+    sla_minutes: Mapped[int] = mapped_column(Integer, default=1440, server_default="1440")
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
+    claimed_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    first_response_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    # SLA escalation: the level reached, when, and when the next escalation is due (null: none pending).
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    escalated_at: Mapped[datetime | None]
+    next_escalation_at: Mapped[datetime | None] = mapped_column(index=True)
+    reassigned_to: Mapped[str | None] = mapped_column(String(32))
+    # Bumped by every change: the ETag of the assignment.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (
         UniqueConstraint("mention_id", "department", name="uq_assignments_mention_department"),
         Index("ix_assignments_department_status", "department", "status"),
     )
+
+
+class ActivityRow(Base):
+    """What happened to an assignment: every transition, claim, reply, note, reassignment, escalation."""
+
+    __tablename__ = "activity"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    mention_id: Mapped[str] = mapped_column(String(64), ForeignKey("mentions.id", ondelete="CASCADE"))
+    assignment_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    department: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(200))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_activity_mention_id_id", "mention_id", "id"),)
+
+
+class ReplyRow(Base):
+    """A response a department gave to the community (the two-way dialogue)."""
+
+    __tablename__ = "replies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    assignment_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("assignments.id", ondelete="CASCADE"), index=True
+    )
+    mention_id: Mapped[str] = mapped_column(String(64), index=True)
+    department: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(String(2000))
+    channel: Mapped[str | None] = mapped_column(String(100))
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class CorrectionRow(Base):
+    """A person's correction of a label or of the routing; `mention-router train` folds them in.
+
+    `field`: sentiment | intent | topics | departments; `value` the corrected label (a string or a list)."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    mention_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("mentions.id", ondelete="CASCADE"), index=True
+    )
+    field: Mapped[str] = mapped_column(String(32))
+    value: Mapped[Any] = mapped_column(JSON, nullable=False)
+    previous: Mapped[Any] = mapped_column(JSON, nullable=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+
+class RuleSetRow(Base):
+    """A version of the routing rules (the rule set's canonical dict). Exactly one is active."""
+
+    __tablename__ = "routing_rule_sets"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    body: Mapped[dict[str, Any]]
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    activated_at: Mapped[datetime | None]
+    activated_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class RuleAuditRow(Base):
+    """Who created or activated which rule set version, when, and what was active before."""
+
+    __tablename__ = "routing_rule_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer)
+    previous_version: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+
+
+class OutboxRow(Base):
+    """Messages written in the same transaction as the change they announce; a relay publishes them and
+    deletes them (at-least-once: a crash between the two publishes again)."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(249))
+    key: Mapped[str | None] = mapped_column(String(200))
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
