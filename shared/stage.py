@@ -82,6 +82,7 @@ class Stage:
         self.stats = StageStats()
         self._bus = bus
         self._consumer = consumer
+        self.consumer = consumer
         self._handler = handler
         self._dlq_topic = dlq_topic
         self._max_records = max_records

@@ -54,6 +54,11 @@ class KafkaConsumer:
     async def stop(self) -> None:
         await self._consumer.stop()
 
+    def assignment(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this member holds now; empty before it joined its group."""
+        consumer = getattr(self, "_consumer", None)
+        return {(tp.topic, tp.partition) for tp in consumer.assignment()} if consumer is not None else set()
+
     async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
         batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         out: list[Record] = []
