@@ -73,4 +73,7 @@ for values in default production; do
         node "$CRDCHECK" "$out/servicemonitors.json"
     fi
 done
+step "docs/asyncapi.json: AsyncAPI parser"
+node "$ASYNCAPICHECK" docs/asyncapi.json && ok
+
 echo "deploy-check passed in $((SECONDS - started))s (image build and compose up not run: no Docker engine)"

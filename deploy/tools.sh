@@ -36,6 +36,10 @@ crdcheck_dir() {
     echo "$CACHE/crdcheck-$(cat "$ROOT/deploy/tools/crdcheck/package-lock.json" "$ROOT/deploy/tools/crdcheck/check.mjs" | sha256sum | cut -c1-12)"
 }
 
+asyncapicheck_dir() {
+    echo "$CACHE/asyncapicheck-$(cat "$ROOT/deploy/tools/asyncapicheck/package-lock.json" "$ROOT/deploy/tools/asyncapicheck/check.mjs" | sha256sum | cut -c1-12)"
+}
+
 schemas_dir() {
     local version
     version="$("$PYTHON" -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))')"
@@ -48,6 +52,7 @@ paths() {
     COMPOSECHECK="$BIN/composecheck-$(composecheck_id)"
     K8S_SCHEMAS="$(schemas_dir)"
     CRDCHECK="$(crdcheck_dir)/check.mjs"
+    ASYNCAPICHECK="$(asyncapicheck_dir)/check.mjs"
 }
 
 go_install() {  # go_install PACKAGE@VERSION TARGET [LDFLAGS]
@@ -92,6 +97,16 @@ install() {
         cp "$ROOT/deploy/tools/crdcheck/check.mjs" "$tmp/"
         rm -rf "$dir" && mv "$tmp" "$dir"
     fi
+    if [ ! -f "$ASYNCAPICHECK" ]; then
+        echo "installing deploy/tools/asyncapicheck (npm ci, once) ..." >&2
+        local dir tmp
+        dir="$(dirname "$ASYNCAPICHECK")"
+        tmp="$(mktemp -d "$CACHE/asyncapicheck.XXXXXX")"
+        cp "$ROOT/deploy/tools/asyncapicheck/package.json" "$ROOT/deploy/tools/asyncapicheck/package-lock.json" "$tmp/"
+        (cd "$tmp" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+        cp "$ROOT/deploy/tools/asyncapicheck/check.mjs" "$tmp/"
+        rm -rf "$dir" && mv "$tmp" "$dir"
+    fi
     if [ ! -f "$K8S_SCHEMAS/.complete" ]; then
         # shellcheck disable=SC2086
         "$PYTHON" "$ROOT/deploy/checks.py" schemas "$K8S_SCHEMAS" $KUBE_VERSIONS
@@ -114,6 +129,7 @@ case "${1:-install}" in
         echo "COMPOSECHECK='$COMPOSECHECK'"
         echo "K8S_SCHEMAS='$K8S_SCHEMAS'"
         echo "CRDCHECK='$CRDCHECK'"
+        echo "ASYNCAPICHECK='$ASYNCAPICHECK'"
         echo "KUBE_VERSIONS='$KUBE_VERSIONS'"
         ;;
     *)

@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.assignments import assignments_api
+from services.api.contracts import contracts
 from services.api.deps import BusHolder
+from services.api.errors import install_problem_handlers
 from services.api.metrics import metrics_router
 from services.api.push import push
 from services.api.routes import router, v1
@@ -46,11 +48,13 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
                 await db.dispose()
 
     app = FastAPI(title="Mention Router", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_problem_handlers(app)
     app.include_router(router)
     app.include_router(v1)
     app.include_router(sources)
     app.include_router(push)
     app.include_router(assignments_api)
     app.include_router(rules_api)
+    app.include_router(contracts)
     app.include_router(metrics_router)
     return app
