@@ -11,16 +11,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus import Bus, Record
-from shared.bus.codec import decode, encode
+from shared.bus.base import OutMessage
+from shared.bus.codec import ce_headers, decode
 from shared.db import AssignmentRow, MentionRow, MentionTopicRow, insert_ignore
 from shared.errors import is_transient
-from shared.events import MentionClassified, MentionRouted, utcnow
+from shared.events import SCHEMA_VERSION, MentionClassified, utcnow
 from shared.routing import Decision, RuleSet
 from shared.rulestore import RuleHolder, seed
 from shared.settings import DEPARTMENTS, Settings
@@ -70,12 +73,15 @@ class RouterService:
 
     async def handle(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
-        decided: dict[str, tuple[MentionClassified, Decision]] = {}
+        decided: dict[str, _Decided] = {}
         rules = self.rules
         for record in records:
             try:
                 event = decode(record, MentionClassified)
-                decided[event.mention.id] = (event, rules.evaluate(event.mention, event.classification))
+                decision = rules.evaluate(event.mention, event.classification)
+                decided[event.mention.id] = _Decided(
+                    event, decision, event.classification.model_dump(mode="json")
+                )
             except Exception as exc:  # noqa: BLE001 - a record that cannot be routed is dead-lettered
                 result.dead.append((record, exc))
         if not decided:
@@ -83,44 +89,67 @@ class RouterService:
         now = self._clock()
         version = _version(rules)
         await self._store(decided, now, version)
-        for event, decision in decided.values():
-            if event.mention.near_duplicate_of is not None:
+        routed_at = _iso(now)
+        for d in decided.values():
+            if d.event.mention.near_duplicate_of is not None:
                 continue  # stored, linked to its original, and not routed a second time
-            departments = decision.departments
-            matched = list(decision.matched_rules)
-            tags = list(getattr(decision, "tags", ()))
-            for assignment in decision.assignments:
-                routed = MentionRouted(
-                    mention=event.mention,
-                    classification=event.classification,
-                    department=assignment.department,
-                    assignment=assignment,
-                    all_departments=departments,
-                    ingested_at=event.ingested_at,
-                    routed_at=now,
-                    matched_rules=matched,
-                    rules_version=version,
-                    tags=tags,
-                    sla_due_at=now + timedelta(minutes=assignment.sla_minutes),
-                )
-                result.out.append(
-                    encode(
-                        topic=self._settings.topic_routed(assignment.department.value),
-                        key=event.mention.id,
-                        event=routed,
-                        source=_CE_SOURCE,
-                        event_id=f"{event.mention.id}:{assignment.department.value}",
-                    )
-                )
+            result.out.extend(self._routed(d, now, routed_at, version))
         return result
 
-    async def _store(
-        self, decided: dict[str, tuple[MentionClassified, Decision]], now: datetime, version: int | None
-    ) -> None:
+    def _routed(self, d: _Decided, now: datetime, routed_at: str, version: int | None) -> list[OutMessage]:
+        """The MentionRouted events of one mention, one per department, serialised once per mention: the
+        mention and its labels are dumped once and shared by every department's event (the shape is the
+        model's; tests/unit/test_router_events.py checks the two agree)."""
+        event, decision = d.event, d.decision
+        mention_id = event.mention.id
+        base: dict[str, Any] = {
+            "type": "mention.routed",
+            "schema_version": SCHEMA_VERSION,
+            "mention": event.mention.model_dump(mode="json"),
+            "classification": d.classification,
+            "all_departments": [a.department.value for a in decision.assignments],
+            "ingested_at": _iso(event.ingested_at),
+            "routed_at": routed_at,
+            "matched_rules": list(decision.matched_rules),
+            "rules_version": version,
+            "tags": list(getattr(decision, "tags", ())),
+        }
+        out = []
+        for a in decision.assignments:
+            department = a.department.value
+            value = {
+                **base,
+                "department": department,
+                "assignment": {
+                    "department": department,
+                    "priority": a.priority.value,
+                    "sla_minutes": a.sla_minutes,
+                    "rules": list(a.rules),
+                },
+                "sla_due_at": _iso(now + timedelta(minutes=a.sla_minutes)),
+            }
+            out.append(
+                OutMessage(
+                    topic=self._settings.topic_routed(department),
+                    key=mention_id,
+                    value=orjson.dumps(value),
+                    headers=ce_headers(
+                        key=mention_id,
+                        event_type="mention.routed",
+                        source=_CE_SOURCE,
+                        event_id=f"{mention_id}:{department}",
+                        time=routed_at,
+                    ),
+                )
+            )
+        return out
+
+    async def _store(self, decided: dict[str, _Decided], now: datetime, version: int | None) -> None:
         mentions: list[dict[str, Any]] = []
         topics: list[dict[str, Any]] = []
         assignments: list[dict[str, Any]] = []
-        for mention_id, (event, decision) in decided.items():
+        for mention_id, d in decided.items():
+            event, decision = d.event, d.decision
             m, c = event.mention, event.classification
             tags = list(getattr(decision, "tags", ()))
             mentions.append(
@@ -145,7 +174,7 @@ class RouterService:
                     "sentiment_score": c.sentiment_score,
                     "language": c.language,
                     "topics": [t.name for t in c.topics],
-                    "classification": c.model_dump(mode="json"),
+                    "classification": d.classification,
                     "intent": c.intent.value,
                     "urgency": c.urgency,
                     "influence": m.influence,
@@ -237,6 +266,18 @@ class RouterService:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _Decided:
+    event: MentionClassified
+    decision: Decision
+    classification: dict[str, Any]  # the labels as JSON, stored and published as they are
+
+
+def _iso(when: datetime) -> str:
+    """A UTC time the way pydantic writes it in JSON (`…Z`)."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _version(rules: RuleSet) -> int | None:

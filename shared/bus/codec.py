@@ -22,6 +22,24 @@ def encode(*, topic: str, key: str, event: BaseModel, source: str, event_id: str
     event_type = str(getattr(event, "type", type(event).__name__))
     time = getattr(event, "routed_at", None) or getattr(event, "classified_at", None)
     time = time or getattr(event, "ingested_at", None) or getattr(event, "escalated_at", None)
+    return OutMessage(
+        topic=topic,
+        key=key,
+        value=event.model_dump_json().encode(),
+        headers=ce_headers(
+            key=key,
+            event_type=event_type,
+            source=source,
+            event_id=event_id,
+            time=time.isoformat() if time is not None else None,
+        ),
+    )
+
+
+def ce_headers(
+    *, key: str, event_type: str, source: str, event_id: str | None = None, time: str | None = None
+) -> dict[str, str]:
+    """The CloudEvents 1.0 binary-mode headers of an event of `event_type` (e.g. `mention.routed`)."""
     headers = {
         "ce_specversion": "1.0",
         "ce_id": event_id or f"{key}:{event_type}",
@@ -31,8 +49,8 @@ def encode(*, topic: str, key: str, event: BaseModel, source: str, event_id: str
         "content-type": CONTENT_TYPE,
     }
     if time is not None:
-        headers["ce_time"] = time.isoformat()
-    return OutMessage(topic=topic, key=key, value=event.model_dump_json().encode(), headers=headers)
+        headers["ce_time"] = time
+    return headers
 
 
 def decode(record: Record, model: type[E]) -> E:

@@ -1,0 +1,207 @@
+"""The router alone, as deployed: router processes consuming `mentions.classified` from real Kafka and
+storing into real PostgreSQL, against the bare relay measured in the same run.
+
+The classified events are made in this process before any clock starts (the rule engine over generated
+300-1,500 character mentions, encoded as the classifier publishes them). After a warm-up that leaves the
+consumer group stable, N events are published as fast as the producer goes and the clock runs from the
+first publish to the moment the database holds the last mention (a mention and its assignments are written
+in one transaction). Peak RSS and CPU seconds per process come from /proc.
+
+    python -m bench.router_bench [--count 50000] [--routers 1] [--no-relay]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import infra
+from bench.generate import generate
+from bench.pipeline import BenchFailure, Database, RssSampler, _wait_groups, _wait_stored
+from bench.relay import producer, relay, send_all
+from shared.bus.base import OutMessage
+from shared.bus.codec import encode
+from shared.classify import RuleEngine, Taxonomy
+from shared.db import migrate
+from shared.events import MentionClassified, MentionIngested
+from shared.settings import REPO_ROOT, BusKind, Settings
+from tests.support.processes import ServiceProcesses, free_port
+
+LOGS = REPO_ROOT / "bench" / "logs"
+
+
+def classified(n: int, *, run_id: str, settings: Settings) -> list[OutMessage]:
+    """`n` MentionClassified messages for the run's `mentions.classified`, as the classifier makes them."""
+    engine = RuleEngine(Taxonomy.from_file(settings.taxonomy_file))
+    out: list[OutMessage] = []
+    for g in generate(n, run_id=run_id, topic=settings.topic_raw):
+        event = MentionIngested.model_validate_json(g.message.value)
+        labelled = MentionClassified(
+            mention=event.mention,
+            ingested_at=event.ingested_at,
+            classification=engine.classify(event.mention),
+        )
+        out.append(
+            encode(
+                topic=settings.topic_classified,
+                key=event.mention.id,
+                event=labelled,
+                source="/bench/classifier",
+            )
+        )
+    return out
+
+
+async def run_router(
+    *,
+    settings: Settings,
+    server_url: str,
+    messages: Sequence[OutMessage],
+    warmup: int,
+    routers: int,
+    logs: Path,
+    env: dict[str, str] | None = None,
+    stall_timeout_s: float = 90.0,
+    say: Any = None,
+) -> dict[str, Any]:
+    """Warm-up, then the timed batch; `messages` holds both, warm-up first."""
+    say = say or (lambda _msg: None)
+    database = f"mr_bench_{settings.topic_prefix.strip('.').replace('-', '_')}_router"
+    db_url = await infra.create_database(server_url, database)
+    try:
+        await migrate(db_url)
+        await infra.create_topics(
+            settings.kafka_bootstrap_servers, settings.all_topics(), partitions=settings.topic_partitions
+        )
+        services = ServiceProcesses(
+            {
+                **os.environ,
+                "MR_BUS": "kafka",
+                "MR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+                "MR_TOPIC_PREFIX": settings.topic_prefix,
+                "MR_TOPIC_PARTITIONS": str(settings.topic_partitions),
+                "MR_DATABASE_URL": db_url,
+                "MR_LOG_LEVEL": "INFO",
+                "PYTHONUNBUFFERED": "1",
+                **(env or {}),
+            },
+            logs,
+            failure=BenchFailure,
+        )
+        for i in range(routers):
+            services.start("router", f"router-{i + 1}", MR_METRICS_PORT=str(free_port()))
+        warm, load = messages[:warmup], messages[warmup:]
+        prod = producer(settings)
+        await prod.start()
+        try:
+            async with Database(db_url) as db:
+                say(f"router warm-up: {len(warm)} mentions")
+                await send_all(prod, list(warm))
+                await _wait_stored(db, services, len(warm), stall_timeout_s=stall_timeout_s)
+                await _wait_groups(settings, {settings.group("router"): routers})
+                pids = services.pids()
+                groups: dict[str, list[int]] = {name: [pid] for name, pid in pids.items()}
+                groups["kafka"] = infra.backing_pids()["kafka"]
+                groups["postgres"] = await db.backend_pids(database)
+                meter = infra.CpuMeter(groups)
+                sampler = RssSampler(pids)
+                sampling = asyncio.Event()
+                sampler_task = asyncio.create_task(sampler.run(sampling))
+                say(f"router throughput: {len(load)} mentions")
+                meter.start()
+                started = time.perf_counter()
+                await send_all(prod, list(load))
+                finished = await _wait_stored(db, services, len(messages), stall_timeout_s=stall_timeout_s)
+                cpu = meter.stop()
+                sampling.set()
+                await sampler_task
+                assignments = await db.assignments()
+        finally:
+            await prod.stop()
+            codes = services.stop(timeout=20.0)
+        if any(code != 0 for code in codes.values()):
+            raise BenchFailure(f"router processes did not stop cleanly: {codes}")
+        elapsed = finished - started
+        router_cpu = sum(v for k, v in cpu["cpu_s"].items() if k.startswith("router"))
+        return {
+            "routers": routers,
+            "mentions": len(load),
+            "assignments": assignments,
+            "seconds": round(elapsed, 3),
+            "throughput_per_s": round(len(load) / elapsed, 1),
+            "cpu_us_per_mention": {k: round(v / len(load) * 1e6) for k, v in cpu["cpu_s"].items()},
+            "router_cpu_us_per_mention": round(router_cpu / len(load) * 1e6),
+            "rss": sampler.result(),
+            "other_load_share": round(cpu["other_cpu_s"] / cpu["machine_capacity_cpu_s"], 3)
+            if cpu["machine_capacity_cpu_s"]
+            else None,
+        }
+    finally:
+        await infra.drop_database(server_url, database)
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    bootstrap, server_url = infra.backing_services()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_id = f"benchr{stamp.lower()}{secrets.token_hex(2)}"
+    settings = Settings().model_copy(
+        update={"bus": BusKind.KAFKA, "kafka_bootstrap_servers": bootstrap, "topic_prefix": f"{run_id}."}
+    )
+    logs = LOGS / run_id
+    logs.mkdir(parents=True, exist_ok=True)
+    warmup = 200
+    print(f"classifying {warmup + args.count} generated mentions (before any clock starts)", flush=True)
+    messages = classified(warmup + args.count, run_id=run_id, settings=settings)
+    result: dict[str, Any] = {"timestamp": stamp, "machine": infra.machine()}
+    try:
+        if not args.no_relay:
+            relay_in, relay_out = settings.topic("bench.relay.in"), settings.topic("bench.relay.out")
+            await infra.create_topics(bootstrap, [relay_in, relay_out], partitions=settings.topic_partitions)
+            prod = producer(settings)
+            await prod.start()
+            try:
+                await send_all(prod, messages[warmup:], topic=relay_in)
+            finally:
+                await prod.stop()
+            rate = await relay(
+                settings, source=relay_in, target=relay_out, count=args.count, group=settings.group("relay")
+            )
+            result["relay"] = rate.as_dict()
+        result["router"] = await run_router(
+            settings=settings,
+            server_url=server_url,
+            messages=messages,
+            warmup=warmup,
+            routers=args.routers,
+            logs=logs,
+            say=lambda m: print(m, flush=True),
+        )
+    finally:
+        await infra.delete_topics(bootstrap, settings.topic_prefix)
+    if "relay" in result:
+        result["router"]["relay_ratio"] = round(
+            result["router"]["throughput_per_s"] / result["relay"]["throughput_per_s"], 4
+        )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.router_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--count", type=int, default=50_000)
+    p.add_argument("--routers", type=int, default=1)
+    p.add_argument("--no-relay", action="store_true")
+    result = asyncio.run(_main(p.parse_args(argv)))
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
