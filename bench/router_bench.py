@@ -35,7 +35,7 @@ from shared.events import MentionClassified, MentionIngested
 from shared.settings import REPO_ROOT, BusKind, Settings
 from tests.support.processes import ServiceProcesses, free_port
 
-LOGS = REPO_ROOT / "bench" / "logs"
+LOGS = REPO_ROOT / "var" / "bench"
 
 
 def classified(n: int, *, run_id: str, settings: Settings) -> list[OutMessage]:
