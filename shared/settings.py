@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +104,18 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_page_size_max: int = 200
+    # API keys (services/api/auth.py): off only for development.
+    api_auth: bool = True
+    # A whole key (`mr_<8 hex>_<secret>`) registered as an admin key at start, for deployments that
+    # provision the first key from a secret store; `mention-router keys create` makes keys otherwise.
+    api_bootstrap_key: SecretStr | None = None
+    # Per key (per anonymous client without keys), per API process: a token bucket.
+    api_rate_limit_per_s: float = Field(default=50.0, ge=0)
+    api_rate_limit_burst: int = Field(default=200, ge=1)
+    # Request bodies above this are refused with 413 before they are read.
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Origins allowed by CORS (JSON list in the environment); empty: CORS off.
+    api_cors_origins: list[str] = Field(default_factory=list)
 
     # ingest, classifier and router serve /metrics, /healthz and /readyz on this port (0: not at all);
     # the API serves /metrics on its own port.

@@ -6,12 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.assignments import assignments_api
+from services.api.auth import Guard, register_bootstrap_key
 from services.api.contracts import contracts
 from services.api.deps import BusHolder
 from services.api.errors import install_problem_handlers
+from services.api.limits import BodySizeLimit
 from services.api.metrics import metrics_router
 from services.api.push import push
 from services.api.routes import router, v1
@@ -37,6 +40,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
         db = engine or create_engine(settings.database_url, pool_size=settings.database_pool_size)
         app.state.settings = settings
         app.state.sessions = session_factory(db)
+        app.state.guard = Guard(settings)
+        if settings.api_auth and settings.api_bootstrap_key is not None:
+            await register_bootstrap_key(app.state.sessions, settings.api_bootstrap_key.get_secret_value())
         holder = BusHolder(bus, started=True) if bus is not None else BusHolder(build_bus(settings))
         app.state.bus = holder
         try:
@@ -49,6 +55,22 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
 
     app = FastAPI(title="Mention Router", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    if settings.api_cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.api_cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "X-Actor",
+                "If-Match",
+                "Content-Type",
+                "Last-Event-ID",
+            ],
+            expose_headers=["ETag", "Retry-After", "Location"],
+        )
     app.include_router(router)
     app.include_router(v1)
     app.include_router(sources)

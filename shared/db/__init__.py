@@ -3,6 +3,8 @@
 from shared.db.engine import create_engine, insert_ignore, migrate, session_factory
 from shared.db.models import (
     ActivityRow,
+    AlertRow,
+    ApiKeyRow,
     AssignmentRow,
     Base,
     CorrectionRow,
@@ -16,10 +18,14 @@ from shared.db.models import (
     RuleSetRow,
     SeenEntryRow,
     SourceRow,
+    WebhookDeliveryRow,
+    WebhookEndpointRow,
 )
 
 __all__ = [
     "ActivityRow",
+    "AlertRow",
+    "ApiKeyRow",
     "AssignmentRow",
     "Base",
     "CorrectionRow",
@@ -33,6 +39,8 @@ __all__ = [
     "RuleSetRow",
     "SeenEntryRow",
     "SourceRow",
+    "WebhookDeliveryRow",
+    "WebhookEndpointRow",
     "create_engine",
     "insert_ignore",
     "migrate",

@@ -1,0 +1,168 @@
+"""Who is calling, what they may do, and how often: API keys, scopes, per-key rate limits.
+
+Every route but the health checks, /metrics and the contracts takes a key, as `Authorization: Bearer
+<key>` or `X-API-Key: <key>` (401 without a valid one). Scopes decide the rest (shared/apikeys.py):
+routes filter what they read to the caller's departments in the query itself (`Principal.readable`), a
+department's assignment outside them does not exist for the caller (404), and a change it may read but
+not write is refused (403). With `MR_API_AUTH=false` every caller is an anonymous admin (development).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request, status
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.apikeys import ANONYMOUS_ADMIN, KEY_RE, Principal, authenticate, create_key, touch
+from shared.db import ApiKeyRow
+from shared.events import utcnow
+from shared.settings import Settings
+
+# A key found valid is trusted this long without asking the database again (a revocation takes effect
+# within it); `last_used_at` is written at most this often per key.
+CACHE_S = 10.0
+TOUCH_S = 60.0
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class Guard:
+    """Per-process state of the API's authentication: the key cache and the rate-limit buckets."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._touched: dict[str, float] = {}
+        self._buckets: dict[str, _Bucket] = {}
+
+    async def principal(self, sessions: async_sessionmaker[AsyncSession], key: str) -> Principal | None:
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < CACHE_S:
+            return cached[1]
+        async with sessions() as session:
+            found = await authenticate(session, key)
+            key_id = found.key_id if found is not None else None
+            if key_id is not None and now - self._touched.get(key_id, -math.inf) >= TOUCH_S:
+                self._touched[key_id] = now
+                await touch(session, key_id, now=utcnow())
+                await session.commit()
+        if found is None:
+            self._cache.pop(key, None)
+            return None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now, found)
+        return found
+
+    def allow(self, who: str) -> float:
+        """0 when `who` may make a request now, else the seconds until it may (token bucket)."""
+        rate, burst = self.settings.api_rate_limit_per_s, self.settings.api_rate_limit_burst
+        if rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        bucket = self._buckets.get(who)
+        if bucket is None:
+            if len(self._buckets) > 100_000:
+                self._buckets.clear()
+            bucket = self._buckets[who] = _Bucket(tokens=float(burst), at=now)
+        bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.at) * rate)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / rate
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def get_principal(
+    request: Request,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    guard: Guard = request.app.state.guard
+    if not guard.settings.api_auth:
+        principal = ANONYMOUS_ADMIN
+        who = f"ip:{request.client.host if request.client else '-'}"
+    else:
+        key = x_api_key
+        if key is None and authorization is not None:
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise _unauthorized("use `Authorization: Bearer <API key>` or `X-API-Key: <API key>`")
+            key = value.strip()
+        if not key:
+            raise _unauthorized("an API key is required (`Authorization: Bearer <key>` or `X-API-Key`)")
+        found = await guard.principal(request.app.state.sessions, key)
+        if found is None:
+            raise _unauthorized("the API key is unknown, revoked or expired")
+        principal = found
+        who = f"key:{found.key_id}"
+    wait = guard.allow(who)
+    if wait > 0:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"rate limit of {guard.settings.api_rate_limit_per_s:g} requests/s exceeded; retry later",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    request.state.principal = principal
+    return principal
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin key")
+    return principal
+
+
+def require_push(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.can_push():
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "pushing mentions needs a key with the `push` scope")
+    return principal
+
+
+def check_read(principal: Principal, department: str) -> None:
+    """403 when the caller asks for a department (a filter, a stream) outside its scopes."""
+    if department not in principal.readable:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key may not read {department}'s mentions")
+
+
+def check_write(principal: Principal, department: str) -> None:
+    """For a thing the caller can see: 403 when it may not change it."""
+    if department not in principal.writable:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this key may not change {department}'s assignments")
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+AdminDep = Annotated[Principal, Depends(require_admin)]
+PushDep = Annotated[Principal, Depends(require_push)]
+
+
+async def register_bootstrap_key(sessions: async_sessionmaker[AsyncSession], key: str) -> None:
+    """Register `MR_API_BOOTSTRAP_KEY` as an admin key unless its id is already known (several API
+    replicas may start at once: a conflict means another registered it)."""
+    match = KEY_RE.match(key)
+    if match is None:
+        raise ValueError("MR_API_BOOTSTRAP_KEY must read mr_<8 hex digits>_<at least 20 URL-safe characters>")
+    async with sessions() as session:
+        if await session.get(ApiKeyRow, match.group(1)) is not None:
+            return
+        await create_key(
+            session, name="bootstrap", scopes=["admin"], created_by="MR_API_BOOTSTRAP_KEY", key=key
+        )
+        try:
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
