@@ -3,7 +3,8 @@
 Runs, against the real broker and database (from MR_KAFKA_BOOTSTRAP_SERVERS / MR_DATABASE_URL, or
 started by deploy/local/ when those are unset), on a fresh topic prefix and a fresh database:
 the raw produce rate and a bare aiokafka relay (the ceiling), then the pipeline with the classifier and
-router as separate processes. Prints a table and writes bench/results/<timestamp>.json.
+router as separate processes. Before those, in this process, the routing rules alone: evaluations per
+second with a 200-rule set (bench/rules.py). Prints a table and writes bench/results/<timestamp>.json.
 
 --quick: small counts, well under two minutes; checks that every mention is stored exactly once under
 load and records the figures, but asserts no timing (`make test` runs it to catch a collapse).
@@ -27,6 +28,8 @@ from bench import infra
 from bench.generate import generate
 from bench.pipeline import BenchFailure, PipelineConfig, run_pipeline
 from bench.relay import produce_rate, relay
+from bench.router_bench import classified, run_router
+from bench.rules import run as rules_bench
 from shared.settings import REPO_ROOT, BusKind, Settings
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -37,6 +40,7 @@ TARGETS = {
     "pipeline.relay_ratio": (">=", 0.25),
     "pipeline.latency_ms.p99": ("<", 250.0),
     "rss_mb.*": ("<", 200.0),
+    "rules.evaluations_per_s": (">=", 50_000.0),
 }
 
 
@@ -53,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     # doubles the per-batch fetch, produce and commit work below it (docs/performance.md).
     p.add_argument("--classifiers", type=int, default=1, help="classifier processes (consumer-group members)")
     p.add_argument("--routers", type=int, default=1, help="router processes")
+    p.add_argument(
+        "--router-count", type=int, help="mentions for the router-alone phase (50,000; quick 2,000)"
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -95,6 +102,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             or args.set
             or args.classifiers != 1
             or args.routers != 1
+            or args.router_count is not None
         )
     )
     latency_count = int(rate * latency_seconds)
@@ -134,6 +142,15 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "logs": str(logs.relative_to(REPO_ROOT)),
     }
+
+    # The rule engine alone, on one core, while the broker and the database are still idle.
+    _say("routing rules: 200 rules, one core, against the straightforward loop")
+    result["rules"] = rules_bench(mentions=2_000 if quick else 10_000, repeats=2 if quick else 3)
+    if not result["rules"]["agrees_with_reference"]:
+        raise BenchFailure(
+            f"routing rules: the compiled evaluator disagrees with the straightforward loop on "
+            f"{result['rules']['disagreements']} mentions"
+        )
 
     # The relay may want more messages than the pipeline; its extra ones never reach the pipeline.
     total = warmup + max(count + latency_count, relay_count)
@@ -181,6 +198,23 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             logs=logs,
             progress=_say,
         )
+        # The router alone (issue 5): classified events made here before its clock starts, router
+        # processes storing them in PostgreSQL and publishing to the department topics.
+        router_count = args.router_count or (2_000 if quick else 50_000)
+        router_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}router."})
+        _say(f"router alone: classifying {router_count} mentions first (no clock running)")
+        router_messages = classified(warmup + router_count, run_id=f"{run_id}r", settings=router_settings)
+        result["router"] = await run_router(
+            settings=router_settings,
+            server_url=server_url,
+            messages=router_messages,
+            warmup=warmup,
+            routers=args.routers,
+            logs=logs / "router-alone",
+            env=overrides,
+            stall_timeout_s=60.0 if quick else 120.0,
+            say=_say,
+        )
     finally:
         await infra.delete_topics(bootstrap, settings.topic_prefix)
 
@@ -188,6 +222,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         pipeline["relay_ratio"] = round(pipeline["throughput_per_s"] / result["relay"]["throughput_per_s"], 4)
         pipeline["produce_ratio"] = round(
             pipeline["throughput_per_s"] / result["produce"]["throughput_per_s"], 4
+        )
+    if "relay" in result:
+        result["router"]["relay_ratio"] = round(
+            result["router"]["throughput_per_s"] / result["relay"]["throughput_per_s"], 4
         )
     pipeline["latency_ms"] = pipeline["latency"]["latency_ms"]
     result["pipeline"] = pipeline
@@ -213,6 +251,20 @@ def _targets(result: dict[str, Any]) -> dict[str, Any]:
     out["relay_ratio"]["met"] = p.get("relay_ratio") is not None and p["relay_ratio"] >= 0.25
     out["latency_p99_ms"]["met"] = p["latency"]["offered_per_s"] >= 1_000 and p["latency_ms"]["p99"] < 250
     out["rss_mb_max"]["met"] = out["rss_mb_max"]["value"] < 200
+    router = result["router"]
+    out["router_stored_per_s"] = {
+        "target": ">= 5000",
+        "value": router["throughput_per_s"],
+        "met": router["throughput_per_s"] >= 5_000,
+    }
+    router_rss = max(v["peak_mb"] for v in router["rss"].values())
+    out["router_rss_mb"] = {"target": "< 150", "value": router_rss, "met": router_rss < 150}
+    r = result["rules"]
+    out["rules_evaluations_per_s"] = {
+        "target": f">= 50000 per core, {r['rules']} rules",
+        "value": r["evaluations_per_s"],
+        "met": r["evaluations_per_s"] >= 50_000,
+    }
     return out
 
 
@@ -272,6 +324,34 @@ def table(result: dict[str, Any]) -> str:
             "",
         ),
         ("machine CPU used by other processes meanwhile", f"{p['other_load_share']:.0%}", ""),
+    ]
+    ro = result["router"]
+    rows += [
+        (
+            f"router alone, {ro['mentions']:,} mentions -> PostgreSQL + topics ({ro['routers']} router)",
+            f"{ro['throughput_per_s']:,.0f} mentions/s",
+            mark("router_stored_per_s"),
+        ),
+        *([("router alone / bare relay", f"{ro['relay_ratio']:.1%}", "")] if "relay_ratio" in ro else []),
+        ("router CPU per mention (router alone)", f"{ro['router_cpu_us_per_mention']:,} µs", ""),
+        *(
+            (f"peak RSS {name} (router alone)", f"{mb['peak_mb']:.0f} MB", mark("router_rss_mb"))
+            for name, mb in sorted(ro["rss"].items())
+        ),
+    ]
+    r = result["rules"]
+    rows += [
+        (
+            f"rule evaluations, {r['rules']} rules, 1 core (mention x whole rule set)",
+            f"{r['evaluations_per_s']:,} /s",
+            mark("rules_evaluations_per_s"),
+        ),
+        (f"rule checks ({r['rules']} per evaluation)", f"{r['rule_checks_per_s']:,} /s", ""),
+        (
+            "rule evaluations, straightforward loop (baseline)",
+            f"{r['reference_per_s']:,} /s",
+            f"compiled {r['speedup']}x; decisions {'agree' if r['agrees_with_reference'] else 'DIFFER'}",
+        ),
     ]
     checks = p["checks"]
     rows.append(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from bench.generate import MAX_CHARS, MIN_CHARS, generate
 from bench.pipeline import _percentile
+from bench.router_bench import classified
 from shared.bus.base import Record
 from shared.bus.codec import decode
-from shared.events import MentionIngested
+from shared.events import MentionClassified, MentionIngested
+from shared.settings import Settings
 
 
 def test_generated_mentions_are_realistic_valid_events() -> None:
@@ -38,3 +40,15 @@ def test_percentile_is_nearest_rank() -> None:
     assert _percentile(values, 99) == 99.0
     assert _percentile(values, 100) == 100.0
     assert _percentile([7.0], 99) == 7.0
+
+
+def test_the_router_benchmark_feeds_what_the_classifier_publishes() -> None:
+    settings = Settings().model_copy(update={"topic_prefix": "b."})
+    messages = classified(50, run_id="unit", settings=settings)
+    assert {m.topic for m in messages} == {"b.mentions.classified"}
+    events = [MentionClassified.model_validate_json(m.value) for m in messages]
+    assert [e.mention.id for e in events] == [m.key for m in messages]
+    assert len({m.key for m in messages}) == 50
+    assert all(m.headers["ce_type"] == "io.mentionrouter.mention.classified.v1" for m in messages)
+    # The generated texts carry topics, so the router has real routing to do.
+    assert sum(bool(e.classification.topics) for e in events) > 25
