@@ -74,6 +74,7 @@ async def run_router(
 ) -> dict[str, Any]:
     """Warm-up, then the timed batch; `messages` holds both, warm-up first."""
     say = say or (lambda _msg: None)
+    logs.mkdir(parents=True, exist_ok=True)
     database = f"mr_bench_{settings.topic_prefix.strip('.').replace('-', '_')}_router"
     db_url = await infra.create_database(server_url, database)
     try:
@@ -158,7 +159,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     logs = LOGS / run_id
     logs.mkdir(parents=True, exist_ok=True)
     warmup = 200
-    print(f"classifying {warmup + args.count} generated mentions (before any clock starts)", flush=True)
+    print(f"classifying {warmup + args.count} generated mentions (before any clock starts)", flush=True)  # noqa: T201
     messages = classified(warmup + args.count, run_id=run_id, settings=settings)
     result: dict[str, Any] = {"timestamp": stamp, "machine": infra.machine()}
     try:
@@ -182,7 +183,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
             warmup=warmup,
             routers=args.routers,
             logs=logs,
-            say=lambda m: print(m, flush=True),
+            say=lambda m: print(m, flush=True),  # noqa: T201
         )
     finally:
         await infra.delete_topics(bootstrap, settings.topic_prefix)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--routers", type=int, default=1)
     p.add_argument("--no-relay", action="store_true")
     result = asyncio.run(_main(p.parse_args(argv)))
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))  # noqa: T201
     return 0
 
 
