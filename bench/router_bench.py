@@ -74,7 +74,7 @@ async def run_router(
 ) -> dict[str, Any]:
     """Warm-up, then the timed batch; `messages` holds both, warm-up first."""
     say = say or (lambda _msg: None)
-    logs.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
     database = f"mr_bench_{settings.topic_prefix.strip('.').replace('-', '_')}_router"
     db_url = await infra.create_database(server_url, database)
     try:

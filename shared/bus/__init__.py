@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.bus.base import Bus, CommitFailed, Consumer, OutMessage, Record
+from shared.bus.base import Bus, CommitFailed, Consumer, OutMessage, Reader, Record
 from shared.bus.memory import MemoryBroker, MemoryBus
 from shared.settings import BusKind, Settings
 
@@ -23,6 +23,7 @@ __all__ = [
     "MemoryBroker",
     "MemoryBus",
     "OutMessage",
+    "Reader",
     "Record",
     "build_bus",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,6 +54,25 @@ class Consumer(Protocol):
         ...
 
 
+class Reader(Protocol):
+    """Reads topics from chosen offsets outside any consumer group: every reader sees every record and
+    nothing is committed (the API's live stream). Made by `Bus.reader`."""
+
+    async def start(self) -> None:
+        """Assign the partitions and fix the starting offsets: a record sent after this returns is read."""
+        ...
+
+    async def stop(self) -> None: ...
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
+        """The next records, in order within each partition (possibly none after the timeout)."""
+        ...
+
+    def positions(self) -> dict[str, dict[int, int]]:
+        """Per topic and partition, the offset after the last record returned (where to resume)."""
+        ...
+
+
 class Bus(Protocol):
     """Produce messages and create consumers; `send` returns once every message is acknowledged."""
 
@@ -62,6 +81,10 @@ class Bus(Protocol):
     async def stop(self) -> None: ...
 
     async def ensure_topics(self, topics: Sequence[str]) -> None: ...
+
+    async def check(self) -> None:
+        """Raise when the broker cannot be reached now (readiness probes)."""
+        ...
 
     async def send(self, messages: Sequence[OutMessage]) -> None: ...
 
@@ -72,6 +95,16 @@ class Bus(Protocol):
         ...
 
     def consumer(self, topics: Sequence[str], *, group_id: str) -> Consumer: ...
+
+    def reader(
+        self, topics: Sequence[str], *, start: Mapping[str, Mapping[int, int]] | None = None
+    ) -> Reader:
+        """A group-less reader of `topics`. `start` gives per topic the offset to read next in each
+        partition; a topic it leaves out is read from its end (only new records), a partition it leaves
+        out (one added since) from its earliest record, and an offset the broker no longer holds (deleted
+        by retention) or past the end from the earliest record it holds. Partitions added while it reads
+        are picked up (Kafka: within 30 s) and read from their earliest record."""
+        ...
 
 
 def partition_for(key: str, partitions: int) -> int:

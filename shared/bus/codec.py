@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+import json
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -22,6 +23,7 @@ def encode(*, topic: str, key: str, event: BaseModel, source: str, event_id: str
     event_type = str(getattr(event, "type", type(event).__name__))
     time = getattr(event, "routed_at", None) or getattr(event, "classified_at", None)
     time = time or getattr(event, "ingested_at", None) or getattr(event, "escalated_at", None)
+    time = time or getattr(event, "detected_at", None)
     return OutMessage(
         topic=topic,
         key=key,
@@ -56,8 +58,16 @@ def ce_headers(
 def decode(record: Record, model: type[E]) -> E:
     """Parse a record into `model`; anything unreadable is a PoisonMessage with the reason."""
     try:
-        event = model.model_validate_json(record.value)
-    except ValidationError as exc:
+        if b"\\u0000" in record.value:
+            # PostgreSQL stores no NUL character in text or JSONB: drop it here, once, for every stage.
+            event = model.model_validate(_without_nul(json.loads(record.value)))
+        else:
+            event = model.model_validate_json(record.value)
+    except ValueError as exc:
+        if not isinstance(exc, ValidationError):
+            raise PoisonMessage(
+                f"{record.topic}[{record.partition}]@{record.offset}: not JSON ({exc})"
+            ) from None
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "value"
         raise PoisonMessage(
@@ -71,3 +81,14 @@ def decode(record: Record, model: type[E]) -> E:
             f"supported (this build reads {SCHEMA_VERSION})"
         )
     return event
+
+
+def _without_nul(value: Any) -> Any:
+    """`value` (parsed JSON) with every NUL character removed from its strings and keys."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    return value

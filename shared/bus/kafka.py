@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    UnknownTopicOrPartitionError,
+)
+from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.bus.base import CommitFailed, Consumer, OutMessage, Record
+from shared.errors import is_transient
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+# How often a reader looks for partitions added to its topics; sooner while one of them does not exist.
+_READER_REFRESH_S = 30.0
+_READER_MISSING_TOPIC_REFRESH_S = 5.0
+# How long a consumer keeps starting again while its topics are missing from the metadata.
+_CONSUMER_START_RETRY_S = 30.0
 
 
 def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
@@ -27,6 +40,23 @@ def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
         tp = TopicPartition(r.topic, r.partition)
         offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
     return offsets
+
+
+def _records(batches: Mapping[Any, Sequence[Any]]) -> list[Record]:
+    """aiokafka's batches (per partition) as our records."""
+    return [
+        Record(
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            key=r.key.decode("utf-8", "replace") if r.key is not None else "",
+            value=r.value if r.value is not None else b"",
+            headers={k: v.decode("utf-8", "replace") for k, v in (r.headers or ())},
+            timestamp_ms=r.timestamp,
+        )
+        for records in batches.values()
+        for r in records
+    ]
 
 
 class KafkaConsumer:
@@ -48,8 +78,25 @@ class KafkaConsumer:
         )
 
     async def start(self) -> None:
-        self._consumer = self._make()
-        await self._consumer.start()
+        # A topic created a moment ago may not be in every broker's metadata yet: aiokafka then raises
+        # UnknownTopicOrPartitionError from start() and leaves that consumer unusable, so a fresh one
+        # tries again for a while before the error is let through.
+        deadline = time.monotonic() + _CONSUMER_START_RETRY_S
+        while True:
+            consumer = self._make()
+            try:
+                await consumer.start()
+            except UnknownTopicOrPartitionError:
+                await consumer.stop()
+                if time.monotonic() >= deadline:
+                    raise
+                log.info(
+                    "topics %s not in the broker's metadata yet; starting the consumer again", self._topics
+                )
+                await asyncio.sleep(0.5)
+                continue
+            self._consumer = consumer
+            return
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -60,22 +107,7 @@ class KafkaConsumer:
         return {(tp.topic, tp.partition) for tp in consumer.assignment()} if consumer is not None else set()
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        out: list[Record] = []
-        for records in batches.values():
-            for r in records:
-                out.append(
-                    Record(
-                        topic=r.topic,
-                        partition=r.partition,
-                        offset=r.offset,
-                        key=r.key.decode("utf-8", "replace") if r.key is not None else "",
-                        value=r.value if r.value is not None else b"",
-                        headers={k: v.decode("utf-8", "replace") for k, v in (r.headers or ())},
-                        timestamp_ms=r.timestamp,
-                    )
-                )
-        return out
+        return _records(await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
 
     async def commit(self, records: Sequence[Record]) -> None:
         offsets = next_offsets(records)
@@ -106,6 +138,113 @@ class KafkaConsumer:
                 self._consumer.seek(tp, committed)
 
 
+class KafkaReader:
+    """Reads topics from chosen offsets with no consumer group: assigned partitions and seeks, nothing
+    committed (see `Bus.reader`)."""
+
+    def __init__(
+        self,
+        bus: KafkaBus,
+        settings: Settings,
+        topics: Sequence[str],
+        start: Mapping[str, Mapping[int, int]] | None,
+    ) -> None:
+        self._bus = bus
+        self._settings = settings
+        self._topics = list(dict.fromkeys(topics))
+        self._start = start or {}
+        self._positions: dict[str, dict[int, int]] = {t: {} for t in self._topics}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._next_refresh = 0.0
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            client_id=f"{self._settings.kafka_client_id}.reader",
+            group_id=None,
+            enable_auto_commit=False,
+            # Where a position is no longer held (retention) or lies past the end.
+            auto_offset_reset="earliest",
+            # The broker answers a fetch as soon as a record arrives; the wait only bounds idle polling.
+            fetch_max_wait_ms=500,
+            # Readers show what happened: never a record of an open or aborted transaction.
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            await self._assign(first=True)
+        except BaseException:
+            self._consumer = None
+            await consumer.stop()
+            raise
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    def positions(self) -> dict[str, dict[int, int]]:
+        return {topic: dict(parts) for topic, parts in self._positions.items()}
+
+    async def _assign(self, *, first: bool) -> None:
+        """Assign every partition of the topics: those already held at their positions, the rest where
+        `start` says (on the first call) or from their earliest record (partitions added since)."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the reader is not started")
+        found = await self._bus.partitions(self._topics)
+        missing = any(not found.get(t) for t in self._topics)
+        self._next_refresh = time.monotonic() + (
+            _READER_MISSING_TOPIC_REFRESH_S if missing else _READER_REFRESH_S
+        )
+        wanted = {TopicPartition(t, p) for t, parts in found.items() for p in parts}
+        held = {TopicPartition(t, p) for t, parts in self._positions.items() for p in parts}
+        # Nothing to assign is no assignment at all: a consumer without topics refreshes the metadata of
+        # every topic of the cluster.
+        if not wanted or (not first and wanted <= held):
+            return
+        consumer.assign(sorted(wanted))
+        to_beginning: list[TopicPartition] = []
+        to_end: list[TopicPartition] = []
+        for tp in sorted(wanted):
+            if tp in held:
+                # Re-assigning forgets positions: put back ours (records prefetched past them are dropped).
+                consumer.seek(tp, self._positions[tp.topic][tp.partition])
+            elif first and tp.topic not in self._start:
+                to_end.append(tp)
+            elif first and tp.partition in self._start[tp.topic]:
+                consumer.seek(tp, self._start[tp.topic][tp.partition])
+            else:
+                to_beginning.append(tp)
+        if to_beginning:
+            await consumer.seek_to_beginning(*to_beginning)
+        if to_end:
+            await consumer.seek_to_end(*to_end)
+        for tp in sorted(wanted - held):
+            self._positions[tp.topic][tp.partition] = await consumer.position(tp)
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the reader is not started")
+        if time.monotonic() >= self._next_refresh:
+            try:
+                await self._assign(first=False)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("reader: could not look for new partitions (%s); trying again later", exc)
+                self._next_refresh = time.monotonic() + _READER_MISSING_TOPIC_REFRESH_S
+        if not consumer.assignment():
+            await asyncio.sleep(min(timeout_ms / 1000, max(0.0, self._next_refresh - time.monotonic())))
+            return []
+        records = _records(await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+        for r in records:
+            self._positions[r.topic][r.partition] = r.offset + 1
+        return records
+
+
 class KafkaBus:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
@@ -113,6 +252,9 @@ class KafkaBus:
         # One transactional producer per consumer group, made on first use (exactly-once only).
         self._transactional: dict[str, AIOKafkaProducer] = {}
         self._transaction_lock = asyncio.Lock()
+        # For the readers' partition look-ups, made on first use.
+        self._metadata: AIOKafkaClient | None = None
+        self._metadata_lock = asyncio.Lock()
 
     async def _started_producer(self, **extra: Any) -> AIOKafkaProducer:
         """An idempotent producer with acks=all and the configured batching, started."""
@@ -139,12 +281,23 @@ class KafkaBus:
         self._producer = await self._started_producer()
 
     async def stop(self) -> None:
+        if self._metadata is not None:
+            metadata, self._metadata = self._metadata, None
+            await metadata.close()
         transactional, self._transactional = self._transactional, {}
         for txn_producer in transactional.values():
             await txn_producer.stop()
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
+
+    async def check(self) -> None:
+        """A metadata round trip to the cluster, within 3 s; a broker that is away raises."""
+        if self._producer is None:
+            raise ConnectionError("the Kafka bus is not started")
+        ok = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 3.0)
+        if ok is None or not ok.brokers():
+            raise ConnectionError("no Kafka broker answered the metadata request")
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         admin = AIOKafkaAdminClient(
@@ -217,6 +370,39 @@ class KafkaBus:
 
     def consumer(self, topics: Sequence[str], *, group_id: str) -> KafkaConsumer:
         return KafkaConsumer(self._settings, topics, group_id)
+
+    def reader(
+        self, topics: Sequence[str], *, start: Mapping[str, Mapping[int, int]] | None = None
+    ) -> KafkaReader:
+        return KafkaReader(self, self._settings, topics, start)
+
+    async def partitions(self, topics: Sequence[str]) -> dict[str, list[int]]:
+        """The partitions of those of `topics` that exist, as the cluster describes them."""
+        async with self._metadata_lock:
+            client = self._metadata
+            if client is None:
+                client = AIOKafkaClient(
+                    bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                    client_id=f"{self._settings.kafka_client_id}.metadata",
+                )
+                try:
+                    await client.bootstrap()
+                except BaseException:
+                    await client.close()
+                    raise
+                self._metadata = client
+        node = client.get_random_node()
+        if node is None:
+            raise KafkaConnectionError("no Kafka broker is known")
+        # The named topics only (a cluster may hold thousands), and without creating a missing one, as
+        # asking would on a broker with auto.create.topics.enable.
+        response = await client.send(node, MetadataRequest(list(topics), allow_auto_topic_creation=False))
+        described: list[dict[str, Any]] = response.to_object()["topics"]
+        return {
+            t["topic"]: sorted(p["partition"] for p in t["partitions"])
+            for t in described
+            if t["error_code"] == 0
+        }
 
 
 async def _send_all(producer: AIOKafkaProducer, messages: Sequence[OutMessage]) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.bus.base import CommitFailed, Consumer, OutMessage, Record, partition_for
@@ -183,6 +183,69 @@ class MemoryConsumer:
             self._positions[tp] = self.broker.committed(self.group_id, *tp)
 
 
+class MemoryReader:
+    """Reads topics from chosen offsets, outside any group (see `Bus.reader`)."""
+
+    def __init__(
+        self, broker: MemoryBroker, topics: Sequence[str], start: Mapping[str, Mapping[int, int]] | None
+    ) -> None:
+        self.broker = broker
+        self.topics = list(dict.fromkeys(topics))
+        self._start = start or {}
+        self._positions: dict[str, dict[int, int]] = {}
+        self._turn = 0
+        self._started = False
+
+    async def start(self) -> None:
+        for topic in self.topics:
+            ends = self.broker.end_offsets(topic)
+            given = self._start.get(topic)
+            self._positions[topic] = (
+                dict(enumerate(ends)) if given is None else {p: given.get(p, 0) for p in range(len(ends))}
+            )
+        self._started = True
+
+    async def stop(self) -> None:
+        self._started = False
+
+    def positions(self) -> dict[str, dict[int, int]]:
+        return {topic: dict(parts) for topic, parts in self._positions.items()}
+
+    def _poll(self, max_records: int) -> list[Record]:
+        parts: list[tuple[str, int, int]] = []
+        for topic in self.topics:
+            positions = self._positions[topic]
+            for partition, end in enumerate(self.broker.end_offsets(topic)):
+                # A partition that appeared since (the topic was created) is read from its start; an
+                # offset past the end from the earliest record, as Kafka resets an out-of-range offset.
+                position = positions.setdefault(partition, 0)
+                if position > end:
+                    position = positions[partition] = 0
+                parts.append((topic, partition, position))
+        # Start with another partition each time, so that a busy one does not starve the rest.
+        self._turn = (self._turn + 1) % max(1, len(parts))
+        out: list[Record] = []
+        for topic, partition, position in parts[self._turn :] + parts[: self._turn]:
+            if len(out) >= max_records:
+                break
+            records = self.broker.read(topic, partition, position, max_records - len(out))
+            if records:
+                self._positions[topic][partition] = records[-1].offset + 1
+                out.extend(records)
+        return out
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
+        if not self._started:
+            raise RuntimeError("reader is not started")
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            records = self._poll(max_records)
+            remaining = deadline - time.monotonic()
+            if records or remaining <= 0:
+                return records
+            await self.broker.wait_for_change(remaining)
+
+
 class MemoryBus:
     def __init__(self, broker: MemoryBroker | None = None, *, partitions: int = 4) -> None:
         self.broker = broker or MemoryBroker(partitions=partitions)
@@ -196,6 +259,9 @@ class MemoryBus:
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         for topic in topics:
             self.broker.create_topic(topic)
+
+    async def check(self) -> None:
+        return None  # in the process: always there
 
     async def send(self, messages: Sequence[OutMessage]) -> None:
         for message in messages:
@@ -212,3 +278,8 @@ class MemoryBus:
 
     def consumer(self, topics: Sequence[str], *, group_id: str) -> MemoryConsumer:
         return MemoryConsumer(self.broker, topics, group_id)
+
+    def reader(
+        self, topics: Sequence[str], *, start: Mapping[str, Mapping[int, int]] | None = None
+    ) -> MemoryReader:
+        return MemoryReader(self.broker, topics, start)

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.bus import Bus, Consumer, MemoryBus, OutMessage, Record
+from bench.infra import delete_topics
+from shared.bus import Bus, Consumer, MemoryBus, OutMessage, Reader, Record
 from shared.bus.base import partition_for
 from shared.bus.kafka import KafkaBus
 from tests.conftest import KafkaEnv
@@ -21,13 +22,16 @@ async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     if request.param == "memory":
         yield MemoryBus(partitions=PARTITIONS)
         return
-    env: KafkaEnv = request.getfixturevalue("kafka")
+    # The `kafka` fixture's own setup, inline (an async fixture cannot be asked for by name here).
+    bootstrap: str = request.getfixturevalue("kafka_bootstrap")
+    env = KafkaEnv(bootstrap=bootstrap, prefix=f"t{uuid.uuid4().hex[:10]}.")
     kafka_bus = KafkaBus(env.settings(topic_partitions=PARTITIONS))
     await kafka_bus.start()
     try:
         yield kafka_bus
     finally:
         await kafka_bus.stop()
+        await delete_topics(bootstrap, env.prefix)
 
 
 def _topic() -> str:
@@ -41,7 +45,7 @@ def _messages(topic: str, n: int, keys: int = 10) -> list[OutMessage]:
     ]
 
 
-async def _drain(consumer: Consumer, want: int, *, within: float = 30.0) -> list[Record]:
+async def _drain(consumer: Consumer | Reader, want: int, *, within: float = 30.0) -> list[Record]:
     """Poll until `want` records arrived (or fail after `within` seconds)."""
     out: list[Record] = []
 
@@ -53,7 +57,7 @@ async def _drain(consumer: Consumer, want: int, *, within: float = 30.0) -> list
     return out
 
 
-async def _quiet(consumer: Consumer, *, seconds: float = 1.5) -> list[Record]:
+async def _quiet(consumer: Consumer | Reader, *, seconds: float = 1.5) -> list[Record]:
     """Whatever arrives within `seconds` (used to show that nothing more comes)."""
     got: list[Record] = []
     deadline = asyncio.get_running_loop().time() + seconds
@@ -171,3 +175,100 @@ async def test_group_members_split_the_partitions(bus: Bus) -> None:
     assert got_a and got_b, "both members got work"
     assert {r.partition for r in got_a}.isdisjoint({r.partition for r in got_b})
     assert sorted(r.value for r in got_a + got_b) == sorted(m.value for m in _messages(topic, 200, keys=50))
+
+
+# --- readers: no group, chosen offsets, nothing committed ------------------------------------------
+
+
+def _ends(messages: list[OutMessage]) -> dict[int, int]:
+    """Per partition, the end offset after `messages` were sent to a new topic."""
+    ends = dict.fromkeys(range(PARTITIONS), 0)
+    for m in messages:
+        ends[partition_for(m.key, PARTITIONS)] += 1
+    return ends
+
+
+async def test_readers_from_the_end_each_see_every_new_record(bus: Bus) -> None:
+    topic = _topic()
+    await bus.ensure_topics([topic])
+    old = _messages(topic, 20)
+    new = [OutMessage(topic=topic, key=m.key, value=b"new-" + m.value) for m in _messages(topic, 30)]
+    await bus.send(old)
+    readers = [bus.reader([topic]), bus.reader([topic])]
+    for reader in readers:
+        await reader.start()
+    try:
+        assert readers[0].positions() == {topic: _ends(old)}
+        await bus.send(new)
+        got = []
+        for reader in readers:
+            records = await _drain(reader, len(new))
+            records += await _quiet(reader, seconds=1.0)
+            got.append(records)
+        positions = [reader.positions() for reader in readers]
+    finally:
+        for reader in readers:
+            await reader.stop()
+    for records in got:
+        assert sorted(r.value for r in records) == sorted(m.value for m in new), "only new, all, once"
+        for partition in range(PARTITIONS):
+            offsets = [r.offset for r in records if r.partition == partition]
+            assert offsets == sorted(offsets), "order holds within a partition"
+    assert positions == [{topic: _ends(old + new)}] * 2
+
+
+async def test_a_reader_resumes_exactly_from_the_given_positions(bus: Bus) -> None:
+    given, other = _topic(), _topic()
+    await bus.ensure_topics([given, other])
+    sent = _messages(given, 40)
+    await bus.send(sent + _messages(other, 10))
+    ends = _ends(sent)
+    # Partition 0 left out (one added since): from its earliest record; the others from their middle.
+    start = {p: end // 2 for p, end in ends.items() if p != 0}
+    reader = bus.reader([given, other], start={given: start})
+    await reader.start()
+    try:
+        # `other` is not in `start`: from its end, so only what is sent from now on.
+        assert reader.positions() == {given: {0: 0, **start}, other: _ends(_messages(other, 10))}
+        later = [OutMessage(topic=other, key="late", value=b"late")]
+        await bus.send(later)
+        expected = {
+            (r.partition, r.value) for r in _records_of(sent) if r.offset >= start.get(r.partition, 0)
+        }
+        records = await _drain(reader, len(expected) + 1)
+        records += await _quiet(reader, seconds=1.0)
+        positions = reader.positions()
+    finally:
+        await reader.stop()
+    assert {(r.partition, r.value) for r in records if r.topic == given} == expected
+    assert [r.value for r in records if r.topic == other] == [b"late"]
+    assert len(records) == len(expected) + 1, "nothing twice"
+    assert positions[given] == ends
+
+
+async def test_a_position_past_the_end_reads_from_the_earliest_record(bus: Bus) -> None:
+    topic = _topic()
+    await bus.ensure_topics([topic])
+    sent = _messages(topic, 12)
+    await bus.send(sent)
+    reader = bus.reader([topic], start={topic: dict.fromkeys(range(PARTITIONS), 10_000)})
+    await reader.start()
+    try:
+        records = await _drain(reader, len(sent))
+        records += await _quiet(reader, seconds=1.0)
+    finally:
+        await reader.stop()
+    assert sorted(r.value for r in records) == sorted(m.value for m in sent)
+
+
+def _records_of(messages: list[OutMessage]) -> list[Record]:
+    """The records `messages` become on a new topic (partition and offset as both buses assign them)."""
+    out: list[Record] = []
+    counts = dict.fromkeys(range(PARTITIONS), 0)
+    for m in messages:
+        partition = partition_for(m.key, PARTITIONS)
+        out.append(
+            Record(topic=m.topic, partition=partition, offset=counts[partition], key=m.key, value=m.value)
+        )
+        counts[partition] += 1
+    return out

@@ -147,3 +147,34 @@ def test_another_schema_version_is_poison() -> None:
 
 def test_poison_is_not_retriable() -> None:
     assert PoisonMessage.retriable is False
+
+
+def test_decode_drops_nul_characters_postgresql_cannot_store() -> None:
+    mention = _mention().model_copy(update={"title": "nul\x00 here", "text": "a\x00b", "author": "\x00"})
+    message = encode(
+        topic="mentions.raw",
+        key="a" * 32,
+        event=MentionIngested(mention=mention, ingested_at=INGESTED_AT),
+        source="/mention-router/ingest",
+    )
+    assert b"\\u0000" in message.value
+    event = decode(_record(message), MentionIngested)
+    assert (event.mention.title, event.mention.text, event.mention.author) == ("nul here", "ab", "")
+
+
+def test_decode_keeps_an_escaped_backslash_before_u0000() -> None:
+    # The JSON text `\\u0000` is a backslash followed by "u0000", not a NUL: it stays as it is.
+    mention = _mention().model_copy(update={"text": "path C:\\u0000 and a real NUL \x00."})
+    message = encode(
+        topic="mentions.raw",
+        key="a" * 32,
+        event=MentionIngested(mention=mention, ingested_at=INGESTED_AT),
+        source="/x",
+    )
+    assert decode(_record(message), MentionIngested).mention.text == "path C:\\u0000 and a real NUL ."
+
+
+def test_decode_of_bytes_that_are_not_json_after_a_nul_escape_is_poison() -> None:
+    message = encode(topic="mentions.raw", key="a" * 32, event=_ingested(), source="/x")
+    with pytest.raises(PoisonMessage, match="not JSON"):
+        decode(_record(message, value=b'{"mention": "\\u0000'), MentionIngested)
