@@ -15,6 +15,10 @@ class PoisonMessage(MentionRouterError):
     retriable = False
 
 
+class PayloadTooLarge(PoisonMessage):
+    """A message bigger than a stage takes in: its output could never be published."""
+
+
 class TransientError(MentionRouterError):
     """The infrastructure is unavailable for now (database, broker): pause and retry."""
 

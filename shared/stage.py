@@ -8,7 +8,9 @@ Failures:
 - a transient failure (database or broker unavailable) pauses the stage: it rewinds to the committed
   offsets and retries the batch with capped exponential backoff, for as long as it takes;
 - a record the handler rejects (a PoisonMessage, or any non-transient error once the batch is retried
-  record by record) goes to the dead-letter topic with the error in its headers, and the stage moves on.
+  record by record) goes to the dead-letter topic with the error in its headers, and the stage moves on;
+- a record bigger than `max_record_bytes` goes there without being handled (PayloadTooLarge): its output
+  could not be published, and retrying it would stall its partition.
 """
 
 from __future__ import annotations
@@ -21,9 +23,17 @@ from dataclasses import dataclass, field
 
 from shared import metrics
 from shared.bus.base import Bus, CommitFailed, Consumer, OutMessage, Record
-from shared.errors import PoisonMessage, is_transient
+from shared.errors import PayloadTooLarge, PoisonMessage, is_transient
 
 log = logging.getLogger(__name__)
+
+# The largest record a stage takes in. A broker at its defaults refuses messages over 1 MiB
+# (message.max.bytes), so the output of a bigger record could never be published; the margin leaves room
+# for what a stage adds (labels, evidence, routing).
+MAX_RECORD_BYTES = 1_000_000
+# A dead letter keeps at most this much of the original value, so that it always fits the dead-letter
+# topic; the whole value stays on the original topic, where `mention-router dlq replay` reads it from.
+MAX_DEAD_LETTER_VALUE_BYTES = 256 * 1024
 
 
 @dataclass
@@ -36,8 +46,12 @@ Handler = Callable[[Sequence[Record]], Awaitable[BatchResult]]
 
 
 def dead_letter(record: Record, error: BaseException, *, stage: str, dlq_topic: str) -> OutMessage:
-    """The original message, unchanged, with why it failed in `mr_*` headers."""
+    """The original message, unchanged (truncated if very large), with why it failed in `mr_*` headers."""
     headers = dict(record.headers)
+    value = record.value
+    if len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
+        value = value[:MAX_DEAD_LETTER_VALUE_BYTES]
+        headers.update({"mr_value_truncated": "true", "mr_value_bytes": str(len(record.value))})
     headers.update(
         {
             "mr_error": str(error)[:2000] or type(error).__name__,
@@ -49,7 +63,7 @@ def dead_letter(record: Record, error: BaseException, *, stage: str, dlq_topic: 
             "mr_failed_at_ms": str(int(time.time() * 1000)),
         }
     )
-    return OutMessage(topic=dlq_topic, key=record.key, value=record.value, headers=headers)
+    return OutMessage(topic=dlq_topic, key=record.key, value=value, headers=headers)
 
 
 @dataclass
@@ -77,6 +91,7 @@ class Stage:
         poll_timeout_ms: int = 200,
         max_backoff_s: float = 5.0,
         transactional_group: str | None = None,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.name = name
         self.stats = StageStats()
@@ -91,6 +106,7 @@ class Stage:
         self._max_backoff_s = max_backoff_s
         # Set: outputs and offsets go in one Kafka transaction (exactly-once), committed as this group.
         self._transactional_group = transactional_group
+        self._max_record_bytes = max_record_bytes
         metrics.initialise([name])
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -111,7 +127,7 @@ class Stage:
         while True:
             started = time.monotonic()
             try:
-                result = await self._handle(records)
+                result = await self._handle_fitting(records)
                 messages = result.out + [
                     dead_letter(r, e, stage=self.name, dlq_topic=self._dlq_topic) for r, e in result.dead
                 ]
@@ -175,6 +191,22 @@ class Stage:
                         error,
                     )
                 return
+
+    async def _handle_fitting(self, records: list[Record]) -> BatchResult:
+        """The handler over the records of an acceptable size; the others dead-lettered unhandled."""
+        limit = self._max_record_bytes
+        fitting = [r for r in records if len(r.value) <= limit]
+        if len(fitting) == len(records):
+            return await self._handle(records)
+        result = await self._handle(fitting) if fitting else BatchResult()
+        for r in records:
+            if len(r.value) > limit:
+                error = PayloadTooLarge(
+                    f"{r.topic}[{r.partition}]@{r.offset}: the value is {len(r.value):,} bytes, over the "
+                    f"{limit:,}-byte limit of a message this stage takes in"
+                )
+                result.dead.append((r, error))
+        return result
 
     async def _handle(self, records: list[Record]) -> BatchResult:
         """The handler over the batch; after repeated non-transient failures, record by record."""

@@ -25,6 +25,11 @@ from shared.classify import language_or_none
 from shared.events import Mention, MentionKind, mention_id
 
 _WS = re.compile(r"\s+")
+# A mention's title and text are cut to these lengths (the push API's limits): an entry of megabytes would
+# make an event the broker refuses, failing the whole poll of its source again and again. Even at four
+# bytes a character the event stays well under the stages' 1,000,000-byte limit.
+MAX_TITLE_CHARS = 1_000
+MAX_TEXT_CHARS = 100_000
 
 
 class FeedError(Exception):
@@ -277,10 +282,10 @@ def normalise(entry: Any, source: SourceInfo, *, now: datetime) -> Mention | Non
     guid = str(entry.get("id") or "") or link
     if not guid:
         return None
-    title = html_to_text(str(entry.get("title") or ""))
+    title = _cut(html_to_text(str(entry.get("title") or "")), MAX_TITLE_CHARS)
     content = entry.get("content") or []
     raw = content[0].get("value", "") if content else entry.get("summary", "")
-    text = html_to_text(str(raw or ""))
+    text = _cut(html_to_text(str(raw or "")), MAX_TEXT_CHARS)
     if not title and not text:
         return None
     kind = MentionKind.COMMENT if source.kind == "comments" else MentionKind.POST
@@ -307,6 +312,15 @@ def normalise(entry: Any, source: SourceInfo, *, now: datetime) -> Mention | Non
         influence=max(1, min(3, source.influence)),
         content_hash=hashlib.sha256(f"{title}\n{text}".encode()).hexdigest(),
     )
+
+
+def _cut(value: str, limit: int) -> str:
+    """`value`, or its first `limit` characters ending at a word boundary, with an ellipsis."""
+    if len(value) <= limit:
+        return value
+    head = value[: limit - 1]
+    space = head.rfind(" ", limit - 200)
+    return (head[:space] if space > 0 else head).rstrip() + "…"
 
 
 def _published(entry: Any, now: datetime) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ class Served:
     headers: dict[str, str] = field(default_factory=dict)
     conditional: bool = True  # send an ETag and answer If-None-Match with 304
     gzip: bool = False  # send the body gzip-encoded (Content-Encoding: gzip)
+    delay: float = 0.0  # seconds to wait before answering (a slow server)
 
 
 class FeedServer:
@@ -39,6 +41,8 @@ class FeedServer:
                 if served is None:
                     self.send_error(404)
                     return
+                if served.delay:
+                    time.sleep(served.delay)
                 etag = '"' + hashlib.sha256(served.body).hexdigest()[:16] + '"'
                 conditional = served.conditional and served.status == 200
                 if conditional and self.headers.get("If-None-Match") == etag:

@@ -52,6 +52,24 @@ class ServiceProcesses:
         text = (self.logs / f"{name}.log").read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    def kill(self, name: str) -> int:
+        """SIGKILL one process (a crash) and forget it; its exit code."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        return proc.wait()
+
+    def terminate(self, name: str, timeout: float) -> int | None:
+        """SIGTERM one process and forget it; its exit code, or None if it had to be killed after
+        `timeout`."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+
     def stop(self, timeout: float = 15.0) -> dict[str, int | None]:
         """SIGTERM to all, then their exit codes (None for one that had to be killed after `timeout`)."""
         for proc in self.procs.values():
