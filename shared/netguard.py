@@ -38,9 +38,11 @@ class UnsafeURL(ValueError):
 @dataclass(frozen=True)
 class NetPolicy:
     allowed: tuple[IPNetwork, ...] = ()
+    # The setting an operator changes to allow an address, named in the refusal.
+    setting: str = "MR_INGEST_ALLOWED_NETWORKS"
 
     @classmethod
-    def from_setting(cls, value: str) -> NetPolicy:
+    def from_setting(cls, value: str, *, setting: str = "MR_INGEST_ALLOWED_NETWORKS") -> NetPolicy:
         """Comma-separated addresses or networks, e.g. `127.0.0.1, 10.20.0.0/16`."""
         networks = []
         for item in value.split(","):
@@ -51,7 +53,7 @@ class NetPolicy:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError as exc:
                 raise ValueError(f"allowed network {item!r} is not an address or CIDR network") from exc
-        return cls(tuple(networks))
+        return cls(tuple(networks), setting)
 
     def refusal(self, ip: IPAddress) -> str | None:
         """Why `ip` may not be dialled, or None when it may."""
@@ -91,8 +93,7 @@ def _check(host: str, addresses: Iterable[IPAddress], policy: NetPolicy) -> list
         why = policy.refusal(ip)
         if why is not None:
             raise UnsafeURL(
-                f"{host} resolves to {ip}, {why}; refused "
-                "(an operator can allow it with MR_INGEST_ALLOWED_NETWORKS)"
+                f"{host} resolves to {ip}, {why}; refused (an operator can allow it with {policy.setting})"
             )
     return addresses
 
