@@ -192,4 +192,28 @@ class MentionEscalated(_Frozen):
     escalated_at: AwareDatetime
 
 
-Event = MentionIngested | MentionClassified | MentionRouted | MentionEscalated
+class MentionAlert(_Frozen):
+    """A spike: a topic's mentions in the current clock hour far above its trailing hourly baseline.
+
+    Published on `mentions.alerts` (key: the topic) once per topic and hour, when the hour's count first
+    reaches the threshold; the alert's count keeps growing in the API for the rest of the hour."""
+
+    type: Literal["mention.alert"] = "mention.alert"
+    schema_version: int = SCHEMA_VERSION
+    alert_id: int = Field(description="The alert's id in the API (`/v1/alerts/{id}/acknowledge`).")
+    kind: Literal["spike"] = "spike"
+    topic: str = Field(description="The taxonomy topic whose mentions spiked.")
+    department: Department | None = Field(
+        default=None, description="The topic's department in the taxonomy (null: the topic has none now)."
+    )
+    window_start: AwareDatetime = Field(description="The clock hour of the spike: its start (UTC)...")
+    window_end: AwareDatetime = Field(description="...and its end.")
+    count: int = Field(ge=0, description="Mentions of the topic routed in the hour when it was detected.")
+    baseline: float = Field(ge=0, description="Mean mentions per hour over the baseline hours.")
+    stddev: float = Field(ge=0, description="Standard deviation of those hourly counts.")
+    baseline_hours: int = Field(ge=0, description="How many hours before the window the baseline covers.")
+    threshold: float = Field(description="The count at which the hour became a spike.")
+    detected_at: AwareDatetime
+
+
+Event = MentionIngested | MentionClassified | MentionRouted | MentionEscalated | MentionAlert

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from shared.bus.codec import CE_TYPE_PREFIX, CONTENT_TYPE
 from shared.events import (
     SCHEMA_VERSION,
+    MentionAlert,
     MentionClassified,
     MentionEscalated,
     MentionIngested,
@@ -25,7 +26,11 @@ TOPIC_EVENTS: dict[str, tuple[type[BaseModel], ...]] = {
     "mentions.classified": (MentionClassified,),
     "mentions.routed.<department>": (MentionRouted, MentionEscalated),
     "mentions.escalations": (MentionEscalated,),
+    "mentions.alerts": (MentionAlert,),
 }
+
+# The message key (and ce_subject) of the events whose key is not the mention id.
+_KEYS: dict[type[BaseModel], str] = {MentionAlert: "The taxonomy topic that spiked"}
 
 _TOPIC_DOCS = {
     "mentions.raw": "Every new mention, as ingest (or the push API) normalised it. Key: the mention id.",
@@ -36,6 +41,10 @@ _TOPIC_DOCS = {
         "the `ce_type` header or the `type` field."
     ),
     "mentions.escalations": "Every SLA escalation, all departments together.",
+    "mentions.alerts": (
+        "Spike alerts: a topic's mentions in the current clock hour far above its trailing hourly baseline, "
+        "one event per topic and hour."
+    ),
 }
 
 
@@ -59,7 +68,7 @@ def event_schemas() -> dict[str, dict[str, Any]]:
     return out
 
 
-def _headers_schema(event_type: str) -> dict[str, Any]:
+def _headers_schema(event_type: str, key: str = "The mention id") -> dict[str, Any]:
     return {
         "type": "object",
         "description": "CloudEvents 1.0 binary-mode headers (Kafka protocol binding).",
@@ -73,7 +82,7 @@ def _headers_schema(event_type: str) -> dict[str, Any]:
             },
             "ce_source": {"type": "string", "examples": ["/mention-router/router"]},
             "ce_type": {"type": "string", "const": f"{CE_TYPE_PREFIX}{event_type}.v{SCHEMA_VERSION}"},
-            "ce_subject": {"type": "string", "description": "The mention id (also the message key)."},
+            "ce_subject": {"type": "string", "description": f"{key} (also the message key)."},
             "ce_time": {"type": "string", "format": "date-time"},
             "content-type": {"type": "string", "const": CONTENT_TYPE},
         },
@@ -95,16 +104,15 @@ def asyncapi_document() -> dict[str, Any]:
     for models in TOPIC_EVENTS.values():
         for model in models:
             event_type = _event_type(model)
+            key_doc = f"{_KEYS[model]}." if model in _KEYS else "The mention id (32 hex digits)."
             messages[model.__name__] = {
                 "name": event_type,
                 "title": model.__name__,
                 "summary": (model.__doc__ or "").strip().splitlines()[0],
                 "contentType": CONTENT_TYPE,
-                "headers": _headers_schema(event_type),
+                "headers": _headers_schema(event_type, _KEYS.get(model, "The mention id")),
                 "payload": {"$ref": f"#/components/schemas/{model.__name__}"},
-                "bindings": {
-                    "kafka": {"key": {"type": "string", "description": "The mention id (32 hex digits)."}}
-                },
+                "bindings": {"kafka": {"key": {"type": "string", "description": key_doc}}},
             }
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -136,8 +144,8 @@ def asyncapi_document() -> dict[str, Any]:
             "version": f"{SCHEMA_VERSION}",
             "description": (
                 "The Kafka topics of Mention Router. Messages are JSON (one pydantic model per event, with "
-                "`schema_version`), keyed by mention id, with CloudEvents binary-mode headers. Delivery is "
-                "at-least-once: consumers drop duplicates by `ce_id`."
+                "`schema_version`), keyed by mention id (alerts by topic), with CloudEvents binary-mode "
+                "headers. Delivery is at-least-once: consumers drop duplicates by `ce_id`."
             ),
         },
         "defaultContentType": CONTENT_TYPE,

@@ -33,6 +33,7 @@ def test_asyncapi_describes_every_topic_with_resolvable_references() -> None:
         "mentions.classified",
         "mentions.routed.{department}",
         "mentions.escalations",
+        "mentions.alerts",
     }
     routed = next(c for c in doc["channels"].values() if c["address"] == "mentions.routed.{department}")
     assert set(routed["messages"]) == {"MentionRouted", "MentionEscalated"}
@@ -54,6 +55,9 @@ def test_asyncapi_describes_every_topic_with_resolvable_references() -> None:
             target = target[part]
     headers = doc["components"]["messages"]["MentionEscalated"]["headers"]
     assert headers["properties"]["ce_type"]["const"] == "io.mentionrouter.mention.escalated.v1"
+    alert = doc["components"]["messages"]["MentionAlert"]
+    assert alert["headers"]["properties"]["ce_type"]["const"] == "io.mentionrouter.mention.alert.v1"
+    assert alert["bindings"]["kafka"]["key"]["description"].startswith("The taxonomy topic")
 
 
 def test_every_topic_has_a_versioned_schema() -> None:
@@ -63,6 +67,7 @@ def test_every_topic_has_a_versioned_schema() -> None:
         "MentionClassified.schema.json",
         "MentionRouted.schema.json",
         "MentionEscalated.schema.json",
+        "MentionAlert.schema.json",
     }
     for schema in schemas.values():
         assert "schema_version" in schema["properties"]
