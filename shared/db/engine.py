@@ -26,14 +26,19 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and a busy timeout so that several services can share it."""
+def create_engine(
+    url: str, *, pool_size: int = 5, server_settings: dict[str, str] | None = None
+) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and a busy timeout so that several services can share it.
+    `server_settings`: PostgreSQL settings for every session of this engine (ignored by SQLite)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = _create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
+        engine = _create_async_engine(
+            url, connect_args={"timeout": 30}, json_serializer=_json_dumps, json_deserializer=orjson.loads
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -46,7 +51,15 @@ def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
 
         return engine
     return _create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, json_serializer=_json_dumps
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args={"server_settings": server_settings} if server_settings else {},
+        json_serializer=_json_dumps,
+        # orjson for reading JSON columns too: json.loads was 9 % of the API's CPU on the lists of
+        # python -m bench.api_bench (four JSON columns a mention, two an assignment).
+        json_deserializer=orjson.loads,
     )
 
 

@@ -1,0 +1,958 @@
+"""`python -m bench.api_bench`: the REST API on a million mentions, under an open-loop load.
+
+1. A fresh PostgreSQL database (or `--reuse NAME`, see below), migrated, filled by bench/api_data.py with
+   N mentions as the router stores them (COPY), then vacuumed and analysed.
+2. The API as deployed: `python -m services.api` in its own process, keys switched on
+   (MR_API_BOOTSTRAP_KEY = a generated admin key; a `write:support` key made in the database for the
+   department-scoped requests), the per-key rate limit off (MR_API_RATE_LIMIT_PER_S=0).
+3. The load, from this process over loopback with one httpx connection pool: an open-loop schedule at a
+   fixed rate. Request i is due at t0 + i/rate and is sent when due whatever happened before, and its
+   latency runs from that scheduled time to the end of the response, so a stall delays every later
+   figure instead of hiding them (no coordinated omission). The mix: mention lists (first pages, pages
+   2-10 by the cursors the API handed out, deep pages anywhere in the 90 days, with department, status,
+   priority, overdue, topic, sentiment and full-text filters, with the admin key and the scoped key),
+   queue statistics, and mention details by id. After a warm-up, the mix runs for `--seconds`, then each
+   class alone at the same rate (skipped with --quick or --no-alone).
+4. The API's peak RSS (VmHWM and sampled VmRSS), its CPU and its database backends' CPU per phase.
+5. EXPLAIN (ANALYZE, BUFFERS) of the SQL the API sends for a list (newest first, with and without a
+   department, a status, a topic and a full-text filter, a deep page), for the queue statistics and for a
+   detail: the route functions of services/api/mentions.py are called in this process on an engine that
+   records every statement with its parameters, and each statement is explained as recorded.
+
+Targets (issue 6): at 200 requests/s, list p99 < 50 ms, queue statistics p99 < 100 ms, detail p99 < 20 ms;
+API RSS < 250 MB. Results: bench/results/api-<timestamp>.json, a table on stdout.
+
+    python -m bench.api_bench [--mentions 1000000] [--rate 200] [--seconds 30] [--quick] [--reuse NAME]
+
+--quick: 20,000 mentions, 5 s of mix, no per-class phases: a check that the bench and the API hold
+together (no timing judged). --reuse NAME keeps the generated database NAME and uses it again on the
+next run with the same --mentions (generating a million takes several minutes); without it every run
+generates a fresh database and drops it at the end. A reused database ages: its newest mention is as
+old as the generation, so fewer assignments are open and more are overdue than right after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import random
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from bench import api_data, infra
+from bench.pipeline import BenchFailure, RssSampler, _percentile
+from shared.db import migrate
+from shared.settings import REPO_ROOT, Settings
+from tests.support.processes import ServiceProcesses, free_port
+
+RESULTS = REPO_ROOT / "bench" / "results"
+LOGS = REPO_ROOT / "var" / "bench"
+
+TARGET_P99_MS = {"list": 50.0, "queues": 100.0, "detail": 20.0}
+TARGET_RSS_MB = 250.0
+TARGET_RATE = 200.0
+SCOPED_DEPARTMENT = "support"
+
+# The mix: share of each class, and of each kind of list page.
+MIX = {"list": 0.6, "detail": 0.3, "queues": 0.1}
+PAGES = {"first": 0.5, "cursor": 0.35, "deep": 0.15}
+
+# (name, key, query parameters, weight): what the departments' tools ask for.
+LIST_TEMPLATES: list[tuple[str, str, dict[str, str], int]] = [
+    ("newest", "admin", {}, 3),
+    ("department", "admin", {"department": "pr"}, 2),
+    ("department+status", "admin", {"department": "support", "status": "new"}, 2),
+    ("status", "admin", {"status": "acknowledged"}, 1),
+    ("overdue", "admin", {"department": "rnd", "overdue": "true"}, 1),
+    # support's P1 (what its rules route as urgent); product's P1 are only escalations of old assignments,
+    # the worst case, explained in the plans below but left out of the mix.
+    ("priority", "admin", {"department": "support", "priority": "P1"}, 1),
+    ("topic", "admin", {"topic": "security"}, 2),
+    ("topic+sentiment", "admin", {"topic": "pricing", "sentiment": "negative"}, 1),
+    ("scoped", "scoped", {}, 3),
+    ("scoped+status", "scoped", {"status": "new"}, 2),
+    ("scoped+topic", "scoped", {"topic": "bug"}, 1),
+    ("q", "admin", {"q": "refund"}, 1),
+    ("q phrase", "admin", {"q": '"dark mode" OR offline'}, 1),
+    ("scoped+q", "scoped", {"q": "crashes"}, 1),
+]
+QUEUE_TEMPLATES: list[tuple[str, str, dict[str, str], int]] = [
+    ("all departments", "admin", {}, 3),
+    ("scoped", "scoped", {}, 2),
+    ("24 h window", "admin", {"window_hours": "24"}, 1),
+]
+
+
+# --- Pure parts: the schedule, the statistics -----------------------------------------------------------
+
+
+def due_times(n: int, rate: float, t0: float = 0.0) -> list[float]:
+    """The open-loop schedule: request i is due at t0 + i / rate, whatever happened before it."""
+    return [t0 + i / rate for i in range(n)]
+
+
+def summary(latencies_ms: Sequence[float], errors: int = 0) -> dict[str, Any]:
+    """Count, errors and nearest-rank percentiles of one class's latencies (ms, from the due time)."""
+    if not latencies_ms:
+        return {"count": 0, "errors": errors}
+    return {
+        "count": len(latencies_ms),
+        "errors": errors,
+        "p50": round(_percentile(latencies_ms, 50), 1),
+        "p90": round(_percentile(latencies_ms, 90), 1),
+        "p99": round(_percentile(latencies_ms, 99), 1),
+        "max": round(max(latencies_ms), 1),
+        "mean": round(sum(latencies_ms) / len(latencies_ms), 1),
+    }
+
+
+def weighted(rng: random.Random, choices: dict[str, float]) -> str:
+    return rng.choices(list(choices), weights=list(choices.values()))[0]
+
+
+@dataclass(frozen=True)
+class Request:
+    cls: str  # list | queues | detail
+    kind: str  # e.g. list:first, list:cursor, list:deep, queues, detail
+    template: str
+    key: str  # admin | scoped
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Catalog:
+    """What the requests are made of: cursors the API handed out, deep cursors, ids to look up."""
+
+    cursors: dict[str, list[str]]  # list template -> cursors of pages 2..10
+    deep: list[tuple[datetime, str]]  # (routed_at, id) anywhere in the range: deep pages
+    admin_ids: list[str]
+    scoped_ids: list[str]
+
+
+def workload(n: int, catalog: Catalog, *, classes: dict[str, float], seed: int) -> list[Request]:
+    """`n` requests drawn from the mix `classes`, deterministic for the seed."""
+    from services.api.mentions import Sort, _encode_cursor
+
+    rng = random.Random(seed)
+    lists = [t for t in LIST_TEMPLATES]
+    out: list[Request] = []
+    for _ in range(n):
+        cls = weighted(rng, classes)
+        if cls == "detail":
+            key = "scoped" if rng.random() < 0.3 else "admin"
+            ids = catalog.scoped_ids if key == "scoped" else catalog.admin_ids
+            out.append(Request("detail", "detail", key, key, f"/v1/mentions/{rng.choice(ids)}"))
+        elif cls == "queues":
+            name, key, params, _ = rng.choices(QUEUE_TEMPLATES, weights=[t[3] for t in QUEUE_TEMPLATES])[0]
+            out.append(Request("queues", "queues", name, key, "/v1/queues", tuple(params.items())))
+        else:
+            name, key, params, _ = rng.choices(lists, weights=[t[3] for t in lists])[0]
+            page = weighted(rng, PAGES)
+            query = dict(params)
+            if page == "cursor" and catalog.cursors.get(name):
+                query["cursor"] = rng.choice(catalog.cursors[name])
+            elif page == "deep" and catalog.deep:
+                routed_at, mention_id = rng.choice(catalog.deep)
+                query["cursor"] = _encode_cursor(Sort.ROUTED_DESC, routed_at, mention_id)
+            else:
+                page = "first"
+            out.append(Request("list", f"list:{page}", name, key, "/v1/mentions", tuple(query.items())))
+    return out
+
+
+# --- The load -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    request: Request
+    latency_ms: float
+    status: int  # 0: no response (connection error, timeout)
+    error: str = ""
+    at_s: float = 0.0  # when it was due (open loop) or sent (closed loop), from the phase's start
+
+
+async def open_loop(
+    client: httpx.AsyncClient,
+    requests: Sequence[Request],
+    *,
+    rate: float,
+    headers: dict[str, dict[str, str]],
+    concurrency: int,
+) -> tuple[list[Sample], dict[str, float]]:
+    """Send `requests` on the open-loop schedule; every latency counts from the request's due time.
+
+    At most `concurrency` requests are in flight; the others wait their turn here, in order, and the wait
+    counts in their latency. (httpcore's pool looks through every waiting request for every connection
+    event: with thousands waiting in it, the load generator would become the bottleneck.)"""
+    samples: list[Sample] = []
+    behind = 0.0
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(req: Request, due: float) -> None:
+        status, error = 0, ""
+        try:
+            async with slots:
+                response = await client.get(req.path, params=req.params, headers=headers[req.key])
+            status = response.status_code
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        samples.append(Sample(req, (time.perf_counter() - due) * 1000, status, error, due - t0))
+
+    tasks: list[asyncio.Task[None]] = []
+    t0 = time.perf_counter() + 0.05
+    for req, due in zip(requests, due_times(len(requests), rate, t0), strict=True):
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            behind = max(behind, -delay)
+        tasks.append(asyncio.create_task(one(req, due)))
+    sent = time.perf_counter()
+    await asyncio.gather(*tasks)
+    return samples, {
+        "send_schedule_s": round(sent - t0, 2),
+        "sender_max_behind_ms": round(behind * 1000, 1),
+        "finished_s": round(time.perf_counter() - t0, 2),
+    }
+
+
+async def closed_loop(
+    client: httpx.AsyncClient,
+    requests: Sequence[Request],
+    *,
+    seconds: float,
+    workers: int,
+    headers: dict[str, dict[str, str]],
+) -> tuple[list[Sample], dict[str, float]]:
+    """`workers` clients each sending the next request as soon as their previous one is answered, for
+    `seconds`: the throughput the API sustains. The latencies here are service times under saturation
+    (each counts from its own send), not the open-loop latencies of the other phases."""
+    samples: list[Sample] = []
+    queue = iter(requests)
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    async def worker() -> None:
+        for req in queue:
+            if time.perf_counter() >= deadline:
+                return
+            sent = time.perf_counter()
+            status, error = 0, ""
+            try:
+                response = await client.get(req.path, params=req.params, headers=headers[req.key])
+                status = response.status_code
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            samples.append(Sample(req, (time.perf_counter() - sent) * 1000, status, error, sent - started))
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    elapsed = time.perf_counter() - started
+    return samples, {"finished_s": round(elapsed, 2), "achieved_per_s": round(len(samples) / elapsed, 1)}
+
+
+class CpuTracker:
+    """CPU seconds of the API process, of this database's PostgreSQL backends and of this process over a
+    phase. Backends come and go with the API's connection pool (its overflow connections close when
+    returned): each is found by its process title (`postgres: <user> <database> …`) every half second
+    and counted up to its last sample."""
+
+    def __init__(self, api_pid: int, database: str) -> None:
+        self.api_pid = api_pid
+        self.marker = f" {database} "
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._start: dict[str, float] = {}
+        self._busy = (0.0, 0.0)
+
+    def _backends(self) -> dict[int, float]:
+        backends: set[int] = set()
+        workers: dict[int, int] = {}  # parallel worker -> its leader backend
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if (proc / "comm").read_text().strip() != "postgres":
+                    continue
+                title = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if self.marker in title:
+                backends.add(int(proc.name))
+            elif (leader := re.search(r"parallel worker for PID (\d+)", title)) is not None:
+                workers[int(proc.name)] = int(leader.group(1))
+        pids = backends | {w for w, leader in workers.items() if leader in backends}
+        return {pid: infra.cpu_seconds(pid) for pid in pids}
+
+    def sample(self) -> None:
+        for pid, cpu in self._backends().items():
+            self._first.setdefault(pid, 0.0)  # a backend that started during the phase
+            self._last[pid] = cpu
+
+    def start(self) -> None:
+        now = self._backends()
+        self._first, self._last = dict(now), dict(now)
+        self._start = {"api": infra.cpu_seconds(self.api_pid), "bench": infra.cpu_seconds(os.getpid())}
+        self._busy = infra.machine_busy_seconds()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+
+    def stop(self) -> dict[str, Any]:
+        self.sample()
+        busy, total = infra.machine_busy_seconds()
+        used = {
+            "api": round(infra.cpu_seconds(self.api_pid) - self._start["api"], 2),
+            "postgres": round(sum(self._last[p] - self._first.get(p, 0.0) for p in self._last), 2),
+            "bench": round(infra.cpu_seconds(os.getpid()) - self._start["bench"], 2),
+        }
+        machine_busy = busy - self._busy[0]
+        return {
+            "cpu_s": used,
+            "machine_busy_cpu_s": round(machine_busy, 2),
+            "machine_capacity_cpu_s": round(total - self._busy[1], 2),
+            "other_cpu_s": round(max(0.0, machine_busy - sum(used.values())), 2),
+        }
+
+
+def summarise(samples: Sequence[Sample]) -> dict[str, Any]:
+    def group(key: Callable[[Sample], str]) -> dict[str, Any]:
+        by: dict[str, list[Sample]] = {}
+        for s in samples:
+            by.setdefault(key(s), []).append(s)
+        return {
+            name: summary([s.latency_ms for s in group], errors=sum(1 for s in group if s.status != 200))
+            for name, group in sorted(by.items())
+        }
+
+    by_second: dict[int, list[float]] = {}
+    for s in samples:
+        by_second.setdefault(int(s.at_s), []).append(s.latency_ms)
+    return {
+        "classes": group(lambda s: s.request.cls),
+        "kinds": group(lambda s: s.request.kind),
+        "templates": group(lambda s: f"{s.request.cls}: {s.request.template}"),
+        # Per second of the schedule: requests, p50, max. A stall shows as a ramp (open loop).
+        "timeline": [
+            [second, len(v), round(_percentile(v, 50), 1), round(max(v), 1)]
+            for second, v in sorted(by_second.items())
+        ],
+    }
+
+
+# --- Query plans ----------------------------------------------------------------------------------------
+
+
+async def plans(db_url: str, catalog: Catalog) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of every statement the list, queue and detail routes send, recorded
+    while the route functions run on this process's own engine with the API's code."""
+    from services.api.mentions import Filters, Sort, _encode_cursor, get_mention, list_mentions, queues
+    from shared.apikeys import Principal
+    from shared.db import create_engine, session_factory
+
+    admin = Principal(key_id=None, name="bench", scopes=frozenset({"admin"}))
+    scoped = Principal(key_id=None, name="bench-scoped", scopes=frozenset({f"write:{SCOPED_DEPARTMENT}"}))
+    routed_at, mention_id = catalog.deep[len(catalog.deep) // 2]
+    deep = _encode_cursor(Sort.ROUTED_DESC, routed_at, mention_id)
+    cases: list[tuple[str, Any, Callable[[Any, Principal], Any]]] = []
+
+    def listing(name: str, principal: Principal, params: dict[str, Any], cursor: str | None = None) -> None:
+        f = Filters.model_validate(params)
+
+        async def call(session: Any, p: Principal) -> Any:
+            return await list_mentions(
+                session=session, principal=p, f=f, sort=Sort.ROUTED_DESC, cursor=cursor, limit=50
+            )
+
+        cases.append((name, principal, call))
+
+    listing("list: newest first (admin)", admin, {})
+    listing(f"list: newest first ({SCOPED_DEPARTMENT} key)", scoped, {})
+    listing("list: department=pr", admin, {"department": ["pr"]})
+    listing("list: status=acknowledged", admin, {"status": ["acknowledged"]})
+    listing("list: department=support, status=new", admin, {"department": ["support"], "status": ["new"]})
+    listing("list: topic=security", admin, {"topic": ["security"]})
+    listing(f"list: topic=bug ({SCOPED_DEPARTMENT} key)", scoped, {"topic": ["bug"]})
+    listing("list: department=rnd, overdue", admin, {"department": ["rnd"], "overdue": True})
+    listing("list: department=support, priority=P1", admin, {"department": ["support"], "priority": ["P1"]})
+    listing("list: department=product, priority=P1", admin, {"department": ["product"], "priority": ["P1"]})
+    listing("list: q=refund", admin, {"q": "refund"})
+    listing('list: q="dark mode" OR offline', admin, {"q": '"dark mode" OR offline'})
+    listing("list: q=refund, deep page", admin, {"q": "refund"}, deep)
+    listing("list: deep page (cursor in the middle of the range)", admin, {}, deep)
+    listing("list: department=pr, deep page", admin, {"department": ["pr"]}, deep)
+
+    async def queue_stats(session: Any, p: Principal) -> Any:
+        # A fresh app state each time: the median (cached per process for a minute) is computed too.
+        request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()))
+        return await queues(request=request, session=session, principal=p, window_hours=168)
+
+    cases.append(("queues: all departments (admin)", admin, queue_stats))
+    cases.append((f"queues: {SCOPED_DEPARTMENT} key", scoped, queue_stats))
+
+    async def detail(session: Any, p: Principal) -> Any:
+        return await get_mention(session=session, principal=p, mention_id=catalog.admin_ids[0])
+
+    cases.append(("detail (admin)", admin, detail))
+
+    # The API's own session settings (services/api/app.py), so that the plans are the ones it gets.
+    workers = Settings().api_database_parallel_workers
+    engine = create_engine(db_url, server_settings={"max_parallel_workers_per_gather": str(workers)})
+    recorded: list[tuple[str, Any]] = []
+    recording = False
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
+        if recording:
+            recorded.append((statement, parameters))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    out: dict[str, Any] = {}
+    try:
+        sessions = session_factory(engine)
+        for name, principal, call in cases:
+            recorded.clear()
+            recording = True
+            async with sessions() as session:
+                await call(session, principal)
+            recording = False
+            statements = list(recorded)
+            explained: list[dict[str, Any]] = []
+            async with engine.connect() as conn:
+                for statement, parameters in statements:
+                    sql = f"EXPLAIN (ANALYZE, BUFFERS) {statement}"
+                    await conn.exec_driver_sql(sql, parameters)  # the first run warms the caches
+                    text = "\n".join(r[0] for r in await conn.exec_driver_sql(sql, parameters))
+                    explained.append(
+                        {
+                            "sql": statement,
+                            "parameters": [_jsonable(p) for p in parameters or ()],
+                            "plan": text,
+                            "key_lines": key_lines(text),
+                            "execution_ms": _execution_ms(text),
+                        }
+                    )
+            out[name] = {
+                "statements": len(explained),
+                "execution_ms_total": round(sum(e["execution_ms"] or 0.0 for e in explained), 2),
+                "explained": explained,
+            }
+    finally:
+        await engine.dispose()
+    return out
+
+
+_KEY = re.compile(
+    r"(Limit|Index Scan|Index Only Scan|Bitmap Heap Scan|Bitmap Index Scan|Seq Scan|Nested Loop|"
+    r"Hash Join|Hash Semi Join|Hash Anti Join|Merge Join|Sort|Incremental Sort|Aggregate|"
+    r"GroupAggregate|HashAggregate|Gather|Filter:|Index Cond:|Rows Removed|Heap Fetches|"
+    r"Execution Time|Planning Time|JIT:|Timing:)"
+)
+
+
+def key_lines(plan: str) -> list[str]:
+    """The lines that say how a plan runs: nodes, index conditions, filters, rows removed, times."""
+    return [line.rstrip() for line in plan.splitlines() if _KEY.search(line)]
+
+
+def _execution_ms(plan: str) -> float | None:
+    found = re.search(r"Execution Time: ([\d.]+) ms", plan)
+    return float(found.group(1)) if found else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+# --- The run --------------------------------------------------------------------------------------------
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"[api-bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+async def _database(server_url: str, args: argparse.Namespace) -> tuple[str, str, dict[str, Any], bool]:
+    """(name, url, generation figures, reused): a fresh database, or the --reuse one if it holds a
+    finished generation of the same size."""
+    if args.reuse:
+        name = args.reuse
+        conn = await api_data.connect(server_url)
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            comment = await conn.fetchval(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", name
+            )
+        finally:
+            await conn.close()
+        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        meta = json.loads(comment) if comment else None
+        if exists and meta and meta.get("mentions") == args.mentions:
+            await migrate(url)
+            return name, url, meta, True
+        if exists:
+            await infra.drop_database(server_url, name)
+    else:
+        name = f"mr_bench_api_{datetime.now(UTC).strftime('%Y%m%d%H%M%S')}_{secrets.token_hex(2)}"
+    url = await infra.create_database(server_url, name)
+    await migrate(url)
+    figures = await api_data.load(url, mentions=args.mentions, progress=_say)
+    if args.reuse:
+        conn = await api_data.connect(server_url)
+        try:
+            comment = json.dumps(figures).replace("'", "''")
+            await conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
+        finally:
+            await conn.close()
+    return name, url, figures, False
+
+
+async def _catalog(db_url: str, *, seed: int) -> Catalog:
+    """Ids to look up (70 % from the last 7 days, as people open what they just saw in a list) and deep-page
+    positions anywhere in the range, from the database; the cursors come later (`_walk`)."""
+    conn = await api_data.connect(db_url)
+    try:
+        recent = await conn.fetch(
+            "SELECT id FROM mentions "
+            "WHERE routed_at > (SELECT max(routed_at) FROM mentions) - interval '7 days' "
+            "ORDER BY md5(id || $1) LIMIT 3000",
+            str(seed),
+        )
+        anywhere = await conn.fetch(
+            "SELECT id, routed_at FROM mentions TABLESAMPLE SYSTEM (1) REPEATABLE ($1) LIMIT 3000", seed
+        )
+        scoped = await conn.fetch(
+            "SELECT mention_id FROM assignments TABLESAMPLE SYSTEM (2) REPEATABLE ($1) "
+            "WHERE department = $2 LIMIT 3000",
+            seed,
+            SCOPED_DEPARTMENT,
+        )
+    finally:
+        await conn.close()
+    return Catalog(
+        cursors={},
+        deep=[(r["routed_at"], r["id"]) for r in anywhere],
+        admin_ids=[r["id"] for r in recent] + [r["id"] for r in anywhere][: max(1, len(recent) * 3 // 7)],
+        scoped_ids=[r["mention_id"] for r in scoped],
+    )
+
+
+async def _walk(catalog: Catalog, client: httpx.AsyncClient, headers: dict[str, dict[str, str]]) -> None:
+    """Pages 2-10 of every list, by following the cursors the API hands out."""
+    for name, key, params, _ in LIST_TEMPLATES:
+        cursor: str | None = None
+        found: list[str] = []
+        for _page in range(10):
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            response = await client.get("/v1/mentions", params=query, headers=headers[key])
+            if response.status_code != 200:
+                raise BenchFailure(f"GET /v1/mentions {query}: {response.status_code} {response.text[:300]}")
+            cursor = response.json()["next_cursor"]
+            if cursor is None:
+                break
+            found.append(cursor)
+        catalog.cursors[name] = found
+
+
+async def _wait_ready(client: httpx.AsyncClient, services: ServiceProcesses, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        services.check_alive()
+        with contextlib.suppress(httpx.HTTPError):
+            # /healthz, not /readyz: that one also asks the broker, which the reads measured here never use.
+            if (await client.get("/healthz")).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"the API did not answer /healthz within {within:.0f}s")
+        await asyncio.sleep(0.2)
+
+
+async def _scoped_key(db_url: str) -> str:
+    from shared.apikeys import create_key
+    from shared.db import create_engine, session_factory
+
+    engine = create_engine(db_url)
+    try:
+        async with session_factory(engine)() as session:
+            made = await create_key(
+                session, name="bench-support-tool", scopes=[f"write:{SCOPED_DEPARTMENT}"], created_by="bench"
+            )
+            await session.commit()
+            return made.key
+    finally:
+        await engine.dispose()
+
+
+def _server_url() -> str:
+    """The PostgreSQL server: MR_DATABASE_URL when it names one, else deploy/local/postgres.sh's (as
+    `make test` does). The API bench needs no broker and never starts one."""
+    url = os.environ.get("MR_DATABASE_URL", "")
+    return url if url.startswith("postgresql") else infra.script_env("postgres.sh")["MR_DATABASE_URL"]
+
+
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
+    server_url = _server_url()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    mode = "quick" if args.quick else "full" if _is_full(args) else "custom"
+    result: dict[str, Any] = {
+        "timestamp": stamp,
+        "mode": mode,
+        "label": args.label,
+        "command": " ".join(["python -m bench.api_bench", *sys.argv[1:]]),
+        "machine": {**infra.machine(), "postgres": await infra.postgres_version(server_url)},
+        "parameters": {
+            "mentions": args.mentions,
+            "rate_per_s": args.rate,
+            "seconds": args.seconds,
+            "warmup_s": args.warmup,
+            "mix": MIX,
+            "list_pages": PAGES,
+            "list_templates": [
+                {"name": n, "key": k, "params": p, "weight": w} for n, k, p, w in LIST_TEMPLATES
+            ],
+            "queue_templates": [
+                {"name": n, "key": k, "params": p, "weight": w} for n, k, p, w in QUEUE_TEMPLATES
+            ],
+            "scoped_key": f"write:{SCOPED_DEPARTMENT}",
+            "concurrency": args.concurrency,
+            "workers": args.workers,
+        },
+    }
+    name, db_url, data, reused = await _database(server_url, args)
+    result["data"] = {**data, "reused": reused, "database": name if args.reuse else None}
+    if not reused:
+        _say(
+            f"data: {data['mentions']:,} mentions in {data['seconds']['total_s']:.0f}s, "
+            f"database {data['database_mb']:,.0f} MB"
+        )
+    if args.plans_only:
+        result["plans"] = await plans(db_url, await _catalog(db_url, seed=args.seed))
+        return result
+    logs = LOGS / f"api-{stamp}"
+    logs.mkdir(parents=True, exist_ok=True)
+    result["logs"] = str(logs.relative_to(REPO_ROOT))
+    try:
+        await _measure(args, result, db_url, name, logs)
+    finally:
+        if not args.reuse:
+            await infra.drop_database(server_url, name)
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["targets"] = targets(result)
+    return result
+
+
+def _is_full(args: argparse.Namespace) -> bool:
+    return (
+        args.mentions == 1_000_000 and args.rate == TARGET_RATE and args.seconds >= 30 and not args.no_alone
+    )
+
+
+async def _measure(
+    args: argparse.Namespace, result: dict[str, Any], db_url: str, name: str, logs: Path
+) -> None:
+    admin_key = f"mr_{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
+    scoped_key = await _scoped_key(db_url)
+    headers = {
+        "admin": {"Authorization": f"Bearer {admin_key}"},
+        "scoped": {"Authorization": f"Bearer {scoped_key}"},
+    }
+    port = free_port()
+    env = {
+        **os.environ,
+        "MR_DATABASE_URL": db_url,
+        "MR_API_HOST": "127.0.0.1",
+        "MR_API_PORT": str(port),
+        "MR_API_AUTH": "true",
+        "MR_API_BOOTSTRAP_KEY": admin_key,
+        "MR_API_RATE_LIMIT_PER_S": "0",
+        "MR_TOPIC_PREFIX": f"apibench{secrets.token_hex(3)}.",
+        "PYTHONUNBUFFERED": "1",
+    }
+    services = ServiceProcesses(env, logs, failure=BenchFailure)
+    services.start("api", "api")
+    # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them under a request.
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency, keepalive_expiry=2.0
+    )
+    codes: dict[str, int | None] = {}
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=httpx.Timeout(60.0)
+        ) as client:
+            await _wait_ready(client, services)
+            _say("catalog: ids, deep positions, and pages 2-10 of every list through the API")
+            catalog = await _catalog(db_url, seed=args.seed)
+            await _walk(catalog, client, headers)
+            api_pid = services.pids()["api"]
+            sampler = RssSampler({"api": api_pid})
+            sampling = asyncio.Event()
+            sampler_task = asyncio.create_task(sampler.run(sampling))
+            gc.collect()
+            gc.freeze()
+            phases = await _phases(args, client, catalog, headers, services, CpuTracker(api_pid, name))
+            sampling.set()
+            await sampler_task
+            result["rss_mb"] = sampler.result()["api"]
+            result["phases"] = phases
+    finally:
+        codes = services.stop(timeout=20.0)
+    result["exit_codes"] = codes
+    _say("EXPLAIN (ANALYZE, BUFFERS) of the list, queue and detail statements")
+    result["plans"] = await plans(db_url, catalog)
+
+
+async def _phases(
+    args: argparse.Namespace,
+    client: httpx.AsyncClient,
+    catalog: Catalog,
+    headers: dict[str, dict[str, str]],
+    services: ServiceProcesses,
+    cpu: CpuTracker,
+) -> dict[str, Any]:
+    """Warm-up; the capacity (closed loop); the mix at the target rate; if that is more than the API
+    sustains, the mix at 70 % of its capacity too; then each class alone at the target rate."""
+    phases: dict[str, Any] = {}
+    seed = args.seed
+
+    async def measure(name: str, classes: dict[str, float], rate: float | None, seconds: float) -> None:
+        nonlocal seed
+        seed += 1
+        tracking = asyncio.Event()
+        if rate is None:  # closed loop
+            requests = workload(int(seconds * 2_000), catalog, classes=classes, seed=seed)
+            _say(f"{name}: {args.workers} clients back to back for {seconds:g} s")
+        else:
+            requests = workload(max(1, int(rate * seconds)), catalog, classes=classes, seed=seed)
+            _say(f"{name}: {len(requests):,} requests at {rate:g}/s")
+        cpu.start()
+        tracker = asyncio.create_task(cpu.run(tracking))
+        try:
+            if rate is None:
+                samples, timing = await closed_loop(
+                    client, requests, seconds=seconds, workers=args.workers, headers=headers
+                )
+            else:
+                samples, timing = await open_loop(
+                    client, requests, rate=rate, headers=headers, concurrency=args.concurrency
+                )
+        finally:
+            tracking.set()
+            await tracker
+        used = cpu.stop()
+        services.check_alive()
+        if name == "warmup":
+            return
+        n = len(samples)
+        phase: dict[str, Any] = {
+            "loop": "closed" if rate is None else "open",
+            "offered_per_s": rate,
+            "requests": n,
+            **timing,
+            "cpu": used,
+            "cpu_ms_per_request": {k: round(v / n * 1000, 2) for k, v in used["cpu_s"].items()},
+            **summarise(samples),
+        }
+        if rate is not None:
+            phase["achieved_per_s"] = round(n / timing["finished_s"], 1)
+        errors = [s for s in samples if s.status != 200]
+        if errors:
+            phase["first_errors"] = [
+                {
+                    "path": e.request.path,
+                    "params": dict(e.request.params),
+                    "status": e.status,
+                    "error": e.error,
+                }
+                for e in errors[:5]
+            ]
+        phases[name] = phase
+
+    await measure("warmup", MIX, None, args.warmup)
+    if not args.quick:
+        await measure("capacity", MIX, None, args.seconds)
+    await measure("mix", MIX, args.rate, args.seconds)
+    capacity = phases.get("capacity", {}).get("achieved_per_s")
+    if capacity is not None and capacity < args.rate:
+        sustainable = float(max(10, int(capacity * 0.7 / 10) * 10))
+        await measure(f"mix at {sustainable:g}/s", MIX, sustainable, args.seconds)
+    if not args.no_alone and not args.quick:
+        for cls in ("list", "queues", "detail"):
+            await measure(f"{cls} alone", {cls: 1.0}, args.rate, args.seconds)
+    return phases
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    mix = result["phases"]["mix"]
+    out: dict[str, Any] = {}
+    for cls, limit in TARGET_P99_MS.items():
+        s = mix["classes"].get(cls, {})
+        value = s.get("p99")
+        out[f"{cls}_p99_ms"] = {
+            "target": f"< {limit:g} at {TARGET_RATE:g}/s",
+            "value": value,
+            "errors": s.get("errors"),
+            "met": value is not None
+            and value < limit
+            and not s.get("errors")
+            and mix["offered_per_s"] >= TARGET_RATE,
+        }
+    rss = result["rss_mb"]["peak_mb"]
+    out["api_rss_mb"] = {"target": f"< {TARGET_RSS_MB:g}", "value": rss, "met": rss < TARGET_RSS_MB}
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    m, d = result["machine"], result["data"]
+    head = (
+        f"mention-router API bench ({result['mode']}) {result['timestamp']}  commit {m['git_commit'][:10]}"
+        f"{' (dirty)' if m['git_dirty'] else ''}\n"
+        f"{m['cores']} cores {m['cpu_model']}, {m['memory_gb']} GB; load average at start "
+        f"{' '.join(str(x) for x in m['load_average_at_start'])}; PostgreSQL {m['postgres']}\n"
+        f"data: {d['mentions']:,} mentions, {d['rows']['assignments']:,} assignments, "
+        f"{d['rows']['mention_topics']:,} topic rows, {d['rows']['activity']:,} activity rows; "
+        f"database {d['database_mb']:,.0f} MB; "
+        + (
+            "reused"
+            if d["reused"]
+            else f"generated in {d['seconds']['total_s']:.0f} s "
+            f"(copy {d['seconds']['copy_s']:.0f} s, indexes {d['seconds']['indexes_s']:.0f} s, "
+            f"vacuum+analyze {d['seconds']['vacuum_analyze_s']:.0f} s)"
+        )
+        + "\n"
+    )
+    judged = result["mode"] != "quick"
+    lines = [head]
+    for phase, p in result["phases"].items():
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in p["cpu_ms_per_request"].items())
+        if p["loop"] == "closed":
+            lines.append(
+                f"  {phase}: closed loop, {result['parameters']['workers']} clients: "
+                f"{p['achieved_per_s']:,.0f} requests/s (service times below, not open-loop latencies; "
+                f"CPU ms/request {cpu})"
+            )
+        else:
+            lines.append(
+                f"  {phase}: {p['requests']:,} requests at {p['offered_per_s']:g}/s, answered at "
+                f"{p['achieved_per_s']:,.0f}/s (sender behind at most {p['sender_max_behind_ms']:.0f} ms; "
+                f"CPU ms/request {cpu})"
+            )
+        for group in ("classes", "kinds"):
+            for name, s in p[group].items():
+                if group == "kinds" and name in p["classes"]:
+                    continue
+                if not s["count"]:
+                    continue
+                mark = ""
+                if phase == "mix" and name in TARGET_P99_MS:
+                    t = result["targets"][f"{name}_p99_ms"]
+                    mark = f"  target p99 < {TARGET_P99_MS[name]:g} ms: " + (
+                        ("met" if t["met"] else "MISSED") if judged else "(quick: not judged)"
+                    )
+                lines.append(
+                    f"    {name:<14} n={s['count']:>6,}  p50 {s['p50']:>8.1f}  p99 {s['p99']:>8.1f}  "
+                    f"max {s['max']:>8.1f} ms  errors {s['errors']}{mark}"
+                )
+    rss = result["targets"]["api_rss_mb"]
+    lines.append(
+        f"  API peak RSS {result['rss_mb']['peak_mb']:.0f} MB  target < {TARGET_RSS_MB:g} MB: "
+        + (("met" if rss["met"] else "MISSED") if judged else "(quick: not judged)")
+    )
+    lines.append(plan_table(result["plans"]))
+    return "\n".join(lines)
+
+
+def plan_table(explained: dict[str, Any]) -> str:
+    lines = ["  query plans (EXPLAIN ANALYZE, warm cache): statements, database time"]
+    for name, p in explained.items():
+        lines.append(f"    {name}: {p['statements']} statements, {p['execution_ms_total']:.2f} ms")
+        for e in p["explained"]:
+            scans = [
+                ln.strip() for ln in e["key_lines"] if re.search(r"Scan|Limit|Join|Aggregate|Nested Loop", ln)
+            ]
+            lines.append(f"      {e['execution_ms']:.2f} ms  " + " | ".join(_short(s) for s in scans[:4]))
+    return "\n".join(lines) + "\n"
+
+
+def _short(node: str) -> str:
+    node = node.lstrip("-> ").strip()
+    node = re.sub(r"\(cost=[^)]*\)\s*", "", node)
+    return node
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.api_bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--mentions", type=int, help="mentions in the database (1,000,000; quick 20,000)")
+    p.add_argument("--rate", type=float, default=TARGET_RATE, help="offered load, requests/s (200)")
+    p.add_argument("--seconds", type=float, help="length of each measured phase (30; quick 5)")
+    p.add_argument("--warmup", type=float, help="warm-up at the same rate, not measured (10; quick 2)")
+    p.add_argument("--quick", action="store_true", help="20,000 mentions, 5 s, mix only; judges no timing")
+    p.add_argument("--no-alone", action="store_true", help="skip the per-class phases")
+    p.add_argument("--reuse", metavar="NAME", help="keep the generated database NAME and reuse it next time")
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight at most (connections), 64")
+    p.add_argument("--workers", type=int, default=16, help="clients of the closed-loop capacity phase (16)")
+    p.add_argument("--plans-only", action="store_true", help="only EXPLAIN the statements (with --reuse)")
+    p.add_argument("--seed", type=int, default=6)
+    p.add_argument("--label", default="", help="a note stored in the results")
+    p.add_argument("--out", type=Path, help="results file (default bench/results/api-<timestamp>.json)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.mentions = args.mentions or (20_000 if args.quick else 1_000_000)
+    args.seconds = args.seconds or (5.0 if args.quick else 30.0)
+    args.warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 10.0)
+    if args.plans_only and not args.reuse:
+        raise SystemExit("--plans-only needs --reuse NAME (a generated database)")
+    started = time.monotonic()
+    try:
+        result = asyncio.run(_run(args))
+    except BenchFailure as exc:
+        _say(f"FAILED: {exc}")
+        return 1
+    if args.plans_only:
+        sys.stdout.write(plan_table(result["plans"]))
+        return 0
+    result["runtime_s"] = round(time.monotonic() - started, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "" if result["mode"] == "full" else f"-{result['mode']}"
+    out = args.out or RESULTS / f"api-{result['timestamp']}{suffix}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    sys.stdout.write(table(result))
+    sys.stdout.write(f"  ({result['runtime_s']:.0f} s; results in {out})\n")
+    bad = [
+        e for p in result["phases"].values() for s in p["classes"].values() for e in [s.get("errors", 0)] if e
+    ]
+    if bad or any(code != 0 for code in result["exit_codes"].values()):
+        _say(f"FAILED: {sum(bad)} requests failed or the API did not stop cleanly: {result['exit_codes']}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
