@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run lint deploy-check fmt test test-unit bench bench-quick services-up services-down services-status lock clean
+.PHONY: help install run lint deploy-check fmt test test-unit test-faults bench bench-quick bench-api soak services-up services-down services-status lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -52,6 +52,7 @@ test: install ## lint, then every test (unit, integration, e2e) against a real K
 	fi; \
 	$(MAKE) --no-print-directory lint; \
 	$(BIN)/python -m bench --quick; \
+	$(BIN)/python -m bench.api_bench --quick; \
 	$(BIN)/pytest
 
 test-unit: install ## the fast unit tests only (no broker, no database)
@@ -63,6 +64,23 @@ bench: install ## throughput, latency and RSS of the pipeline against a bare Kaf
 
 bench-quick: install ## the same, small (well under 2 minutes): checks the pipeline under load, judges no timing
 	$(BIN)/python -m bench --quick
+
+# PostgreSQL only (MR_DATABASE_URL, else deploy/local/postgres.sh). Generating the million mentions takes
+# 5-15 minutes; `python -m bench.api_bench --reuse NAME` keeps the database for the next run.
+bench-api: install ## the REST API on 1,000,000 mentions at 200 requests/s, with query plans (15-25 minutes)
+	$(BIN)/python -m bench.api_bench
+
+test-faults: install ## the fault-injection tests alone (kills, outages, poison, rebalance; 3-4 minutes)
+	$(BIN)/pytest tests/faults
+
+# The broker and database as for `make test`; the services as processes at a fixed rate (not part of
+# make test). DURATION in seconds, RATE in mentions/s pushed to the API; SOAK_ARGS e.g. --private-kafka
+# (a broker of the run's own) or --set MR_NAME=VALUE (python -m bench.soak --help).
+DURATION ?= 600
+RATE ?= 200
+SOAK_ARGS ?=
+soak: install ## the pipeline at a fixed rate for DURATION s (600): memory per service, lag, errors over time
+	$(BIN)/python -m bench.soak --duration $(DURATION) --rate $(RATE) $(SOAK_ARGS)
 
 services-up: ## start the local Kafka and PostgreSQL (idempotent)
 	deploy/local/services.sh up

@@ -177,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
     sources_sub = sources.add_subparsers(dest="sources_command", required=True)
     imp = sources_sub.add_parser("import", help="register the sources listed in a YAML file")
     imp.add_argument("file", type=Path)
+    from shared import dlq
+
+    dlq.add_parsers(sub)
+    from shared import apikeys
+
+    apikeys.add_parsers(sub)
     return parser
 
 
@@ -205,6 +211,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             _cmd_topics_create(settings, args)
         elif args.command == "sources":
             _cmd_sources_import(settings, args.file)
+        elif args.command == "dlq":
+            from shared import dlq
+
+            sys.exit(dlq.run(settings, args))
+        elif args.command == "keys":
+            from shared import apikeys
+
+            sys.exit(apikeys.run(settings, args))
         elif args.command in ("classify", "evaluate", "train"):
             from shared.classify import commands as classifier_commands
 

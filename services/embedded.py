@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from sqlalchemy import delete, exists, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.app import create_app
+from services.api.stream import close_streams
 from services.classifier import bootstrap as classifier_bootstrap
 from services.ingest import bootstrap as ingest_bootstrap
 from services.router import bootstrap as router_bootstrap
+from shared.apikeys import authenticate, create_key
 from shared.bus import MemoryBroker, MemoryBus
 from shared.db import MentionRow, SeenEntryRow, SourceRow, create_engine, migrate, session_factory
 from shared.settings import REPO_ROOT, BusKind, Settings
@@ -33,6 +36,12 @@ class QuietSignalsServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Open event streams (GET /v1/stream) never end by themselves, and uvicorn waits for open
+        # responses: ask them to end (they notice after the listening sockets are closed).
+        close_streams(self.config.app)
+        await super().shutdown(sockets)
 
 
 def embedded_settings(**overrides: object) -> Settings:
@@ -58,6 +67,34 @@ async def import_sources(settings: Settings, path: Path) -> tuple[int, int]:
     return created, existing
 
 
+async def local_admin_key(settings: Settings) -> str:
+    """The embedded instance's admin key, kept in `settings.embedded_key_file` (mode 0600): made on the
+    first run, reused while it still works (a revoked one is replaced)."""
+    path = settings.embedded_key_file
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            if path.exists():
+                key = path.read_text(encoding="utf-8").strip()
+                if await authenticate(session, key) is not None:
+                    log.info("API key (admin) of this instance: in %s", path)
+                    return key
+            made = await create_key(
+                session, name="local-admin", scopes=["admin"], created_by="mention-router run"
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(made.key + "\n", encoding="utf-8")
+    log.info(
+        "made an admin API key for this instance: in %s (send it as `Authorization: Bearer <key>`)", path
+    )
+    return made.key
+
+
 async def run_embedded(
     settings: Settings,
     *,
@@ -72,6 +109,8 @@ async def run_embedded(
     if sources_file is not None:
         created, existing = await import_sources(settings, sources_file)
         log.info("sources from %s: %d registered, %d already there", sources_file, created, existing)
+    if serve_api and settings.api_auth:
+        await local_admin_key(settings)
     broker = broker or MemoryBroker(partitions=settings.topic_partitions)
     bus = MemoryBus(broker)
     engine = create_engine(settings.database_url)

@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     router_escalation_max_level: int = Field(default=3, ge=1)
     # Mentions a shadow replay of a candidate rule set looks at, at most.
     rules_replay_max: int = Field(default=10_000, ge=1)
+    # Spike alerts (shared/alerts.py), run by the router every `alert_interval_s`: a topic's mentions in the
+    # current clock hour against its hourly counts over the previous `alert_baseline_hours`; an alert when
+    # the count reaches max(alert_min_count, mean * alert_ratio, mean + alert_stddevs * stddev). No alerts
+    # until the database holds `alert_min_history_hours` of mentions (a new install has no "normal" yet).
+    alert_interval_s: float = Field(default=60.0, gt=0)
+    alert_baseline_hours: int = Field(default=168, ge=1, le=24 * 90)
+    alert_min_history_hours: int = Field(default=24, ge=0)
+    alert_min_count: int = Field(default=5, ge=1)
+    alert_ratio: float = Field(default=3.0, ge=0)
+    alert_stddevs: float = Field(default=3.0, ge=0)
 
     # classifier: `rules` (lexicon + taxonomy), `learned` (the model artifact below, with the rules'
     # topics and evidence), or `cascade` (rules, and the model only where the rules are unsure)
@@ -104,18 +114,60 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_page_size_max: int = 200
+    # The most rows one export streams.
+    api_export_max_rows: int = Field(default=100_000, ge=1)
     # API keys (services/api/auth.py): off only for development.
     api_auth: bool = True
     # A whole key (`mr_<8 hex>_<secret>`) registered as an admin key at start, for deployments that
     # provision the first key from a secret store; `mention-router keys create` makes keys otherwise.
     api_bootstrap_key: SecretStr | None = None
+
+    @field_validator("api_bootstrap_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     # Per key (per anonymous client without keys), per API process: a token bucket.
     api_rate_limit_per_s: float = Field(default=50.0, ge=0)
     api_rate_limit_burst: int = Field(default=200, ge=1)
+    # `mention-router run` keeps the admin key it makes on its first run here.
+    embedded_key_file: Path = REPO_ROOT / "var" / "admin-api-key"
     # Request bodies above this are refused with 413 before they are read.
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Origins allowed by CORS (JSON list in the environment); empty: CORS off.
     api_cors_origins: list[str] = Field(default_factory=list)
+    # PostgreSQL's max_parallel_workers_per_gather for the API's sessions. 0: the API runs many small
+    # queries at once, and parallel workers only took CPU from the others (python -m bench.api_bench:
+    # capacity 59 -> 72 requests/s, p99 at 40/s 1.8 s -> 0.37 s on 2 cores); raise it on a machine with
+    # cores to spare for the heavy statistics and exports.
+    api_database_parallel_workers: int = Field(default=0, ge=0)
+    # GET /v1/stream (services/api/stream.py): open streams per API process (more get 503), the seconds
+    # between keep-alive comments on a quiet stream, and how often an open stream re-checks its key
+    # (revoked, expired or no longer allowed the departments: the stream ends).
+    stream_max_clients: int = Field(default=100, ge=1)
+    stream_keepalive_s: float = Field(default=15.0, gt=0)
+    stream_key_recheck_s: float = Field(default=60.0, gt=0)
+    # GET /v1/stats/mentions answers 422 for a window of more buckets than this.
+    stats_max_buckets: int = Field(default=1000, ge=1)
+
+    # Outbound webhooks (services/api/webhooks.py): the API process fans routed mentions out to the
+    # departments' endpoints and POSTs them (off: another API replica does it, or nobody).
+    webhook_worker: bool = True
+    # Plain http:// endpoints (development and tests only); otherwise https is required.
+    webhook_allow_http: bool = False
+    # Like ingest_allowed_networks, for endpoints: internal addresses an endpoint may resolve to (SSRF).
+    webhook_allowed_networks: str = ""
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # A delivery is tried this often before it is `dead`; the waits between the attempts (seconds, each
+    # ±20 % jitter; the last repeats) — 10 s, 30 s, 2 min, 10 min, 1 h, 3 h, 6 h: about 10 hours in all.
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [10.0, 30.0, 120.0, 600.0, 3600.0, 10800.0, 21600.0], min_length=1
+    )
+    # Requests in flight at once per API process (at most 4 of them to one endpoint).
+    webhook_concurrency: int = Field(default=16, ge=1)
+    # How often the sender looks for due deliveries when nothing woke it.
+    webhook_poll_interval_s: float = Field(default=1.0, gt=0)
 
     # ingest, classifier and router serve /metrics, /healthz and /readyz on this port (0: not at all);
     # the API serves /metrics on its own port.
@@ -168,11 +220,16 @@ class Settings(BaseSettings):
     def topic_escalations(self) -> str:
         return self.topic("mentions.escalations")
 
+    @property
+    def topic_alerts(self) -> str:
+        return self.topic("mentions.alerts")
+
     def all_topics(self) -> list[str]:
         return [
             self.topic_raw,
             self.topic_classified,
             self.topic_dlq,
             self.topic_escalations,
+            self.topic_alerts,
             *(self.topic_routed(d) for d in DEPARTMENTS),
         ]

@@ -19,7 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.infra import create_database, drop_database, script_env
+# API keys are on by default (MR_API_AUTH); the tests about keys and scopes turn them on explicitly
+# (tests/integration/test_api_security.py, and the multi-process end-to-end test), the others test the
+# rest of the API without them.
+os.environ.setdefault("MR_API_AUTH", "false")
+
+from bench.infra import create_database, delete_topics, drop_database, script_env
 from shared.db import migrate
 from shared.settings import BusKind, Settings
 from tests.support.feedserver import FeedServer, feed_server
@@ -130,9 +135,13 @@ class KafkaEnv:
 
 
 @pytest.fixture
-def kafka(kafka_bootstrap: str) -> KafkaEnv:
-    """The broker, with a topic prefix of this test's own so that tests never see each other's data."""
-    return KafkaEnv(bootstrap=kafka_bootstrap, prefix=f"t{uuid.uuid4().hex[:10]}.")
+async def kafka(kafka_bootstrap: str) -> AsyncIterator[KafkaEnv]:
+    """The broker, with a topic prefix of this test's own so that tests never see each other's data.
+    The test's topics are deleted afterwards: a full run makes thousands of partitions, more than a
+    small broker's heap holds."""
+    env = KafkaEnv(bootstrap=kafka_bootstrap, prefix=f"t{uuid.uuid4().hex[:10]}.")
+    yield env
+    await delete_topics(kafka_bootstrap, env.prefix)
 
 
 @pytest.fixture

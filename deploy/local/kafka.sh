@@ -13,7 +13,7 @@
 #   MR_KAFKA_VERSION          Kafka version to fetch          (default 4.1.2)
 #   MR_KAFKA_PORT             PLAINTEXT listener port          (default 19092)
 #   MR_KAFKA_CONTROLLER_PORT  CONTROLLER listener port         (default 19093)
-#   MR_KAFKA_HEAP_OPTS        JVM heap options                 (default -Xmx512m -Xms256m)
+#   MR_KAFKA_HEAP_OPTS        JVM heap options                 (default -Xmx1g -Xms256m)
 #   MR_KAFKA_START_TIMEOUT    seconds to wait for readiness    (default 90)
 #   MR_JAVA_HOME              JDK to use (default: /usr/lib/jvm/java-17-openjdk-amd64
 #                             if present, else java on PATH); must be Java 17+
@@ -31,7 +31,7 @@ DEPENDENCY_PLUGIN_VERSION=3.8.1
 PORT=${MR_KAFKA_PORT:-19092}
 CONTROLLER_PORT=${MR_KAFKA_CONTROLLER_PORT:-19093}
 HOST=127.0.0.1
-HEAP_OPTS=${MR_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
+HEAP_OPTS=${MR_KAFKA_HEAP_OPTS:--Xmx1g -Xms256m}
 START_TIMEOUT=${MR_KAFKA_START_TIMEOUT:-90}
 STOP_TIMEOUT=30
 

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api import problems
 from services.api.assignments import assignments_api
 from services.api.auth import Guard, register_bootstrap_key
 from services.api.contracts import contracts
 from services.api.deps import BusHolder
 from services.api.errors import install_problem_handlers
+from services.api.keys import keys_api
 from services.api.limits import BodySizeLimit
+from services.api.mentions import mentions_api
 from services.api.metrics import metrics_router
 from services.api.push import push
 from services.api.routes import router, v1
 from services.api.rules import rules_api
 from services.api.sources import sources
+from services.api.stats import stats_api
+from services.api.stream import stream_api
+from services.api.taxonomy import taxonomy_api
+from services.api.webhooks import webhook_worker, webhooks_api
 from shared.bus import Bus, build_bus
 from shared.db import create_engine, session_factory
 from shared.settings import Settings
@@ -37,7 +46,11 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = engine is None
-        db = engine or create_engine(settings.database_url, pool_size=settings.database_pool_size)
+        db = engine or create_engine(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            server_settings={"max_parallel_workers_per_gather": str(settings.api_database_parallel_workers)},
+        )
         app.state.settings = settings
         app.state.sessions = session_factory(db)
         app.state.guard = Guard(settings)
@@ -46,7 +59,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
         holder = BusHolder(bus, started=True) if bus is not None else BusHolder(build_bus(settings))
         app.state.bus = holder
         try:
-            yield
+            async with webhook_worker(app, settings, holder):  # its loops stop before the bus and database
+                yield
         finally:
             if bus is None:
                 await holder.close()
@@ -54,7 +68,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
                 await db.dispose()
 
     app = FastAPI(title="Mention Router", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    install_problem_handlers(app)
+    problems.install(app)
+    install_problem_handlers(app)  # database outages: 503 (after the catch-all, so they take precedence)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     if settings.api_cors_origins:
         app.add_middleware(
@@ -73,10 +88,30 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
         )
     app.include_router(router)
     app.include_router(v1)
+    app.include_router(mentions_api)
     app.include_router(sources)
     app.include_router(push)
     app.include_router(assignments_api)
     app.include_router(rules_api)
+    app.include_router(stats_api)
     app.include_router(contracts)
+    app.include_router(keys_api)
+    app.include_router(taxonomy_api)
+    app.include_router(stream_api)
+    app.include_router(webhooks_api)
     app.include_router(metrics_router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.document_problems(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

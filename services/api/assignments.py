@@ -11,11 +11,15 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Response, status
+from fastapi import Path as PathParam
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api.auth import PrincipalDep, check_write
 from services.api.deps import ActorDep, SessionDep, SettingsDep
 from services.api.schemas import AssignmentPublic
+from shared.apikeys import Principal
 from shared.db import ActivityRow, AssignmentRow, MentionRow, ReplyRow
 from shared.events import Department, utcnow
 from shared.workflow import (
@@ -29,6 +33,9 @@ from shared.workflow import (
 )
 
 assignments_api = APIRouter(prefix="/v1", tags=["assignments"])
+
+# Ids are PostgreSQL integers: anything outside 1..2^31-1 is a 422, not a database error.
+AssignmentId = Annotated[int, PathParam(ge=1, le=2_147_483_647, description="The assignment's id.")]
 
 IfMatch = Annotated[
     str | None,
@@ -123,6 +130,21 @@ class Reassignment(BaseModel):
     opened: AssignmentPublic
 
 
+async def scoped(session: AsyncSession, principal: Principal, assignment_id: int, *, write: bool) -> str:
+    """The assignment's department, if the caller may see it (else 404: it does not exist for them), and
+    may change it when `write` (else 403). An assignment's department never changes."""
+    department = await session.scalar(
+        select(AssignmentRow.department).where(
+            AssignmentRow.id == assignment_id, AssignmentRow.department.in_(sorted(principal.readable))
+        )
+    )
+    if department is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"assignment {assignment_id} not found")
+    if write:
+        check_write(principal, department)
+    return department
+
+
 def etag(row: AssignmentRow) -> str:
     return f'"{row.id}-{row.version}"'
 
@@ -181,8 +203,11 @@ async def _change(
 
 
 @assignments_api.get("/assignments/{assignment_id}", response_model=AssignmentDetail, responses=_ERRORS)
-async def get_assignment(session: SessionDep, response: Response, assignment_id: int) -> AssignmentDetail:
+async def get_assignment(
+    session: SessionDep, principal: PrincipalDep, response: Response, assignment_id: AssignmentId
+) -> AssignmentDetail:
     """One assignment with its replies; the ETag header is what If-Match takes."""
+    await scoped(session, principal, assignment_id, write=False)
     row = await session.get(AssignmentRow, assignment_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"assignment {assignment_id} not found")
@@ -212,13 +237,15 @@ async def get_assignment(session: SessionDep, response: Response, assignment_id:
 def _transition_route(action: Action, summary: str) -> None:
     async def route(
         session: SessionDep,
+        principal: PrincipalDep,
         actor: ActorDep,
         response: Response,
-        assignment_id: int,
+        assignment_id: AssignmentId,
         if_match: IfMatch = None,
         body: TransitionBody | None = None,
     ) -> AssignmentPublic:
         version = expected_version(assignment_id, if_match)
+        await scoped(session, principal, assignment_id, write=True)
 
         async def apply() -> AssignmentRow:
             row = await transition(
@@ -250,14 +277,16 @@ _transition_route(Action.REOPEN, "Reopen a resolved or dismissed assignment; its
 )
 async def respond(
     session: SessionDep,
+    principal: PrincipalDep,
     actor: ActorDep,
     response: Response,
-    assignment_id: int,
+    assignment_id: AssignmentId,
     body: ReplyBody,
     if_match: IfMatch = None,
 ) -> AssignmentPublic:
     """Record the reply given to the community (→ responded); the first one stops the SLA clock."""
     version = expected_version(assignment_id, if_match)
+    await scoped(session, principal, assignment_id, write=True)
     reply = {"text": body.text, "url": str(body.url) if body.url else None, "channel": body.channel}
     return await _change(
         session,
@@ -279,15 +308,17 @@ async def respond(
 )
 async def claim_assignment(
     session: SessionDep,
+    principal: PrincipalDep,
     actor: ActorDep,
     response: Response,
-    assignment_id: int,
+    assignment_id: AssignmentId,
     body: ClaimBody | None = None,
     if_match: IfMatch = None,
 ) -> AssignmentPublic:
     """Take the assignment. Someone else's claim answers 409 unless `force` is set."""
     body = body or ClaimBody()
     version = expected_version(assignment_id, if_match)
+    await scoped(session, principal, assignment_id, write=True)
     return await _change(
         session,
         response,
@@ -308,15 +339,17 @@ async def claim_assignment(
 )
 async def unclaim_assignment(
     session: SessionDep,
+    principal: PrincipalDep,
     actor: ActorDep,
     response: Response,
-    assignment_id: int,
+    assignment_id: AssignmentId,
     body: UnclaimBody | None = None,
     if_match: IfMatch = None,
 ) -> AssignmentPublic:
     """Give the assignment back; only its assignee may, unless `force`."""
     force = body.force if body else False
     version = expected_version(assignment_id, if_match)
+    await scoped(session, principal, assignment_id, write=True)
     return await _change(
         session,
         response,
@@ -329,16 +362,18 @@ async def unclaim_assignment(
 @assignments_api.post("/assignments/{assignment_id}/reassign", response_model=Reassignment, responses=_ERRORS)
 async def reassign_assignment(
     session: SessionDep,
+    principal: PrincipalDep,
     settings: SettingsDep,
     actor: ActorDep,
     response: Response,
-    assignment_id: int,
+    assignment_id: AssignmentId,
     body: ReassignBody,
     if_match: IfMatch = None,
 ) -> Reassignment:
     """Hand the mention to another department: this assignment closes (reassigned), the other department
     gets one (or its earlier one reopens) and its topic gets the mention; recorded as a routing correction."""
     version = expected_version(assignment_id, if_match)
+    await scoped(session, principal, assignment_id, write=True)
     try:
         closed, opened = await reassign(
             session,
@@ -364,17 +399,20 @@ async def reassign_assignment(
     status_code=status.HTTP_201_CREATED,
     responses={404: {"description": "No such assignment"}},
 )
-async def note(session: SessionDep, actor: ActorDep, assignment_id: int, body: NoteBody) -> ActivityPublic:
+async def note(
+    session: SessionDep, principal: PrincipalDep, actor: ActorDep, assignment_id: AssignmentId, body: NoteBody
+) -> ActivityPublic:
     """An internal note on the assignment (not sent to anyone)."""
+    await scoped(session, principal, assignment_id, write=True)
     try:
         row = await add_note(session, assignment_id, text=body.text, actor=actor, now=utcnow())
         await session.commit()
     except WorkflowError as exc:
         raise HTTPException(exc.status, str(exc)) from exc
-    return _activity_public(row)
+    return activity_public(row)
 
 
-def _activity_public(r: ActivityRow) -> ActivityPublic:
+def activity_public(r: ActivityRow) -> ActivityPublic:
     return ActivityPublic(
         id=r.id,
         assignment_id=r.assignment_id,
@@ -394,11 +432,19 @@ def _activity_public(r: ActivityRow) -> ActivityPublic:
     tags=["mentions"],
     responses={404: {"description": "No such mention"}},
 )
-async def activity(session: SessionDep, mention_id: str) -> ActivityLog:
-    """Everything that happened to the mention's assignments, oldest first."""
-    if await session.get(MentionRow, mention_id) is None:
+async def activity(session: SessionDep, principal: PrincipalDep, mention_id: str) -> ActivityLog:
+    """Everything that happened to the mention's assignments in the caller's departments, oldest first."""
+    readable = sorted(principal.readable)
+    visible = await session.scalar(
+        select(AssignmentRow.id)
+        .where(AssignmentRow.mention_id == mention_id, AssignmentRow.department.in_(readable))
+        .limit(1)
+    )
+    if visible is None and not (principal.is_admin and await session.get(MentionRow, mention_id) is not None):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"mention {mention_id!r} not found")
     rows = await session.scalars(
-        select(ActivityRow).where(ActivityRow.mention_id == mention_id).order_by(ActivityRow.id)
+        select(ActivityRow)
+        .where(ActivityRow.mention_id == mention_id, ActivityRow.department.in_(readable))
+        .order_by(ActivityRow.id)
     )
-    return ActivityLog(items=[_activity_public(r) for r in rows])
+    return ActivityLog(items=[activity_public(r) for r in rows])

@@ -9,6 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.api.auth import get_principal
+from shared.apikeys import Principal
 from shared.bus import Bus
 from shared.errors import is_transient
 from shared.settings import Settings
@@ -59,12 +61,17 @@ class BusHolder:
 
 
 def get_actor(
+    principal: Annotated[Principal, Depends(get_principal)],
     x_actor: Annotated[
         str | None,
-        Header(max_length=200, description="Who makes the change (recorded in the activity and audit logs)."),
+        Header(
+            max_length=200,
+            description="Who makes the change, for a tool acting for its users (recorded in the activity and "
+            "audit logs); default: the API key's name.",
+        ),
     ] = None,
 ) -> str:
-    return (x_actor or "").strip() or "api"
+    return (x_actor or "").strip() or principal.name
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Body, Header, HTTPException, Response, status
 from sqlalchemy.exc import IntegrityError
 
+from services.api.auth import PushDep
 from services.api.deps import BusDep, SessionDep, SettingsDep
 from services.api.schemas import MentionPush, PushAccepted
 from shared.bus.codec import encode
@@ -67,6 +68,7 @@ def _mention(item: MentionPush) -> Mention:
     },
 )
 async def push_mentions(
+    pusher: PushDep,
     session: SessionDep,
     settings: SettingsDep,
     bus: BusDep,

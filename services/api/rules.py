@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from services.api.auth import AdminDep, PrincipalDep
 from services.api.deps import ActorDep, SessionDep, SettingsDep
+from services.api.problems import ProblemException
 from shared.classify import RuleEngine, Taxonomy
-from shared.db import MentionRow, RuleAuditRow, RuleSetRow
+from shared.db import AssignmentRow, MentionRow, RuleAuditRow, RuleSetRow
 from shared.errors import ConfigError
-from shared.events import Classification, Mention, MentionKind
-from shared.routing import Decision, RuleSet
+from shared.events import Classification, Mention, MentionKind, utcnow
+from shared.routing import Decision, RuleError, RuleSet
 from shared.rulestore import UnknownVersion, activate, active_rule_set, compile_rules, create_version
 from shared.settings import Settings
 from shared.workflow import mention_from_row
 
 rules_api = APIRouter(prefix="/v1/routing-rules", tags=["routing rules"])
+
+Version = Annotated[int, PathParam(ge=1, le=2_147_483_647, description="A rule set version.")]
 
 _INVALID: dict[int | str, dict[str, Any]] = {
     422: {"description": "The rule set does not validate; `detail` points at the rule"}
@@ -96,7 +101,9 @@ class DryRunRequest(BaseModel):
         default=None, description="Labels to route on instead of classifying `mention`."
     )
     rules: dict[str, Any] | None = Field(default=None, description="A candidate rule set; default: active.")
-    version: int | None = Field(default=None, description="A stored version to try; default: the active one.")
+    version: int | None = Field(
+        default=None, ge=1, le=2_147_483_647, description="A stored version to try; default: the active one."
+    )
 
 
 class AssignmentOutcome(BaseModel):
@@ -125,7 +132,9 @@ class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: dict[str, Any] | None = Field(default=None, description="The candidate rule set.")
-    version: int | None = Field(default=None, description="A stored version as the candidate.")
+    version: int | None = Field(
+        default=None, ge=1, le=2_147_483_647, description="A stored version as the candidate."
+    )
     limit: int = Field(default=1000, ge=1, description="How many of the latest stored mentions to replay.")
 
 
@@ -167,8 +176,10 @@ def _engine(path: Any) -> RuleEngine:
     return RuleEngine(_taxonomy(path))
 
 
-def _invalid(exc: ConfigError) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+def _invalid(exc: ConfigError) -> ProblemException:
+    """422 naming the rule: the problem body carries `rule_index`, `rule`, `field` and `reason` too."""
+    extra = exc.as_dict() if isinstance(exc, RuleError) else {}
+    return ProblemException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc), extra=extra)
 
 
 def _version_public(row: RuleSetRow, *, body: bool) -> RuleSetVersion:
@@ -207,7 +218,7 @@ async def _rule_set(
 
 
 @rules_api.get("", response_model=RuleSetVersion, responses={404: {"description": "No active rule set yet"}})
-async def get_active(session: SessionDep) -> RuleSetVersion:
+async def get_active(session: SessionDep, principal: PrincipalDep) -> RuleSetVersion:
     """The active rule set (the router seeds version 1 from config/routing.yaml on its first start)."""
     row = await active_rule_set(session)
     if row is None:
@@ -216,7 +227,7 @@ async def get_active(session: SessionDep) -> RuleSetVersion:
 
 
 @rules_api.get("/versions", response_model=RuleSetVersions)
-async def list_versions(session: SessionDep) -> RuleSetVersions:
+async def list_versions(session: SessionDep, principal: PrincipalDep) -> RuleSetVersions:
     rows = await session.scalars(select(RuleSetRow).order_by(RuleSetRow.version.desc()))
     return RuleSetVersions(items=[_version_public(r, body=False) for r in rows])
 
@@ -224,7 +235,7 @@ async def list_versions(session: SessionDep) -> RuleSetVersions:
 @rules_api.get(
     "/versions/{version}", response_model=RuleSetVersion, responses={404: {"description": "No such version"}}
 )
-async def get_version(session: SessionDep, version: int) -> RuleSetVersion:
+async def get_version(session: SessionDep, principal: PrincipalDep, version: Version) -> RuleSetVersion:
     row = await session.get(RuleSetRow, version)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no routing rule set version {version}")
@@ -235,7 +246,7 @@ async def get_version(session: SessionDep, version: int) -> RuleSetVersion:
     "/versions", response_model=RuleSetVersion, status_code=status.HTTP_201_CREATED, responses=_INVALID
 )
 async def create(
-    session: SessionDep, settings: SettingsDep, actor: ActorDep, body: RuleSetCreate
+    session: SessionDep, settings: SettingsDep, admin: AdminDep, actor: ActorDep, body: RuleSetCreate
 ) -> RuleSetVersion:
     """Store a candidate rule set as the next version, inactive. Test it, replay it, then activate it."""
     try:
@@ -257,7 +268,7 @@ async def create(
     },
 )
 async def activate_version(
-    session: SessionDep, settings: SettingsDep, actor: ActorDep, version: int
+    session: SessionDep, settings: SettingsDep, admin: AdminDep, actor: ActorDep, version: Version
 ) -> ActivationPublic:
     """Make `version` the active rule set: one transaction, audited; every router replica switches to it
     within `MR_ROUTER_RULES_REFRESH_S`, between two batches."""
@@ -281,7 +292,9 @@ async def activate_version(
 
 
 @rules_api.get("/audit", response_model=AuditLog)
-async def audit(session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> AuditLog:
+async def audit(
+    session: SessionDep, admin: AdminDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> AuditLog:
     """Who created and activated which version, newest first."""
     rows = await session.scalars(select(RuleAuditRow).order_by(RuleAuditRow.id.desc()).limit(limit))
     return AuditLog(
@@ -311,15 +324,10 @@ def _outcome(decision: Decision) -> list[AssignmentOutcome]:
 
 
 def _matched(decision: Decision) -> list[RuleMatchPublic]:
-    trace = getattr(decision, "trace", None)
-    if trace:
-        return [
-            RuleMatchPublic(
-                rule=str(getattr(m, "rule", getattr(m, "name", ""))), conditions=list(m.conditions)
-            )
-            for m in trace
-        ]
-    return [RuleMatchPublic(rule=name, conditions=[]) for name in decision.matched_rules]
+    matched = [RuleMatchPublic(rule=m.name, conditions=list(m.conditions)) for m in decision.trace]
+    if decision.fallback:
+        matched.append(RuleMatchPublic(rule="fallback", conditions=["no rule routed the mention"]))
+    return matched
 
 
 @rules_api.post(
@@ -327,7 +335,9 @@ def _matched(decision: Decision) -> list[RuleMatchPublic]:
     response_model=DryRunResult,
     responses={**_INVALID, 404: {"description": "No such mention or version"}},
 )
-async def dry_run(session: SessionDep, settings: SettingsDep, body: DryRunRequest) -> DryRunResult:
+async def dry_run(
+    session: SessionDep, settings: SettingsDep, principal: PrincipalDep, body: DryRunRequest
+) -> DryRunResult:
     """Which rules match a mention and the assignments that would result. Persists nothing."""
     if (body.mention_id is None) == (body.mention is None):
         raise HTTPException(
@@ -336,6 +346,16 @@ async def dry_run(session: SessionDep, settings: SettingsDep, body: DryRunReques
     rules, version = await _rule_set(session, settings, body=body.rules, version=body.version)
     if body.mention_id is not None:
         row = await session.get(MentionRow, body.mention_id)
+        if row is not None and not principal.all_departments:
+            visible = await session.scalar(
+                select(AssignmentRow.id)
+                .where(
+                    AssignmentRow.mention_id == row.id,
+                    AssignmentRow.department.in_(sorted(principal.readable)),
+                )
+                .limit(1)
+            )
+            row = row if visible is not None else None
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"mention {body.mention_id!r} not found")
         mention = mention_from_row(row)
@@ -355,7 +375,7 @@ async def dry_run(session: SessionDep, settings: SettingsDep, body: DryRunReques
             influence=draft.influence,
         )
         classification = body.classification or _engine(settings.taxonomy_file).classify(mention)
-    decision = rules.evaluate(mention, classification)
+    decision = rules.evaluate(mention, classification, explain=True)
     return DryRunResult(
         rules_version=version,
         mention_id=body.mention_id,
@@ -363,7 +383,7 @@ async def dry_run(session: SessionDep, settings: SettingsDep, body: DryRunReques
         matched=_matched(decision),
         assignments=_outcome(decision),
         departments=[d.value for d in decision.departments],
-        tags=list(getattr(decision, "tags", ())),
+        tags=list(decision.tags),
     )
 
 
@@ -372,7 +392,9 @@ async def dry_run(session: SessionDep, settings: SettingsDep, body: DryRunReques
     response_model=ReplayResult,
     responses={**_INVALID, 404: {"description": "No such version, or no active rule set"}},
 )
-async def replay(session: SessionDep, settings: SettingsDep, body: ReplayRequest) -> ReplayResult:
+async def replay(
+    session: SessionDep, settings: SettingsDep, admin: AdminDep, body: ReplayRequest
+) -> ReplayResult:
     """Apply a candidate rule set to the latest stored mentions and report how their assignments would
     change against the active set. Persists nothing; nobody is notified."""
     if body.rules is None and body.version is None:
@@ -429,4 +451,89 @@ async def replay(session: SessionDep, settings: SettingsDep, body: ReplayRequest
         },
         changed_rules={k: v for k, v in sorted(rule_delta.items()) if v},
         examples=examples,
+    )
+
+
+class DepartmentAccuracy(BaseModel):
+    department: str
+    routed: int = Field(description="Assignments the rules made for this department in the window.")
+    reassigned_away: int = Field(description="…that a person moved to another department.")
+    dismissed: int = Field(description="…that the department dismissed.")
+    reassigned_in: int = Field(description="Assignments people moved here from another department.")
+    accuracy: float | None = Field(description="1 - reassigned_away / routed; null without assignments.")
+
+
+class RuleAccuracy(BaseModel):
+    rule: str
+    assignments: int
+    reassigned_away: int
+    dismissed: int
+
+
+class AccuracyReport(BaseModel):
+    window_hours: int
+    departments: list[DepartmentAccuracy]
+    rules: list[RuleAccuracy] = Field(
+        description="Per rule, the outcome of the assignments it made; worst first."
+    )
+
+
+@rules_api.get("/accuracy", response_model=AccuracyReport)
+async def accuracy(
+    session: SessionDep,
+    principal: PrincipalDep,
+    window_hours: Annotated[int, Query(ge=1, le=24 * 365)] = 24 * 30,
+) -> AccuracyReport:
+    """How often people corrected the routing: per department and per rule, over assignments made in the
+    window (reassignments are recorded as routing corrections; the classifier's training uses them too)."""
+    since = utcnow() - timedelta(hours=window_hours)
+    readable = sorted(principal.readable)
+    rows = (
+        await session.execute(
+            select(AssignmentRow.department, AssignmentRow.status, AssignmentRow.rules).where(
+                AssignmentRow.created_at >= since, AssignmentRow.department.in_(readable)
+            )
+        )
+    ).all()
+    per_department: dict[str, Counter[str]] = {d: Counter() for d in readable}
+    per_rule: dict[str, Counter[str]] = {}
+    for department, state, rules in rows:
+        reassigned_in = any(str(r).startswith("reassigned from ") for r in rules)
+        counts = per_department[department]
+        counts["reassigned_in" if reassigned_in else "routed"] += 1
+        if reassigned_in:
+            continue
+        outcome = (
+            "reassigned_away" if state == "reassigned" else "dismissed" if state == "dismissed" else "kept"
+        )
+        counts[outcome] += 1
+        for rule in rules:
+            per_rule.setdefault(str(rule), Counter())["assignments"] += 1
+            per_rule[str(rule)][outcome] += 1
+    departments = [
+        DepartmentAccuracy(
+            department=d,
+            routed=c["routed"],
+            reassigned_away=c["reassigned_away"],
+            dismissed=c["dismissed"],
+            reassigned_in=c["reassigned_in"],
+            accuracy=round(1 - c["reassigned_away"] / c["routed"], 4) if c["routed"] else None,
+        )
+        for d, c in per_department.items()
+    ]
+    ranked = sorted(
+        per_rule.items(), key=lambda kv: (-kv[1]["reassigned_away"] / kv[1]["assignments"], kv[0])
+    )
+    return AccuracyReport(
+        window_hours=window_hours,
+        departments=departments,
+        rules=[
+            RuleAccuracy(
+                rule=name,
+                assignments=c["assignments"],
+                reassigned_away=c["reassigned_away"],
+                dismissed=c["dismissed"],
+            )
+            for name, c in ranked
+        ],
     )

@@ -47,10 +47,18 @@ class MentionPublic(BaseModel):
     routed_at: datetime
     sentiment: str
     sentiment_score: float
+    intent: str
+    urgency: float
     language: str
     topics: list[str]
-    classification: dict[str, Any]
-    assignments: list[AssignmentPublic]
+    tags: list[str] = Field(description="Tags the routing rules added.")
+    duplicate_of: str | None = Field(
+        description="Set for a near-duplicate of an earlier mention (not routed)."
+    )
+    classification: dict[str, Any] = Field(
+        description="The classifier's labels with confidence and evidence."
+    )
+    assignments: list[AssignmentPublic] = Field(description="In the caller's departments only.")
 
 
 class MentionPage(BaseModel):
@@ -58,16 +66,6 @@ class MentionPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."
     )
-
-
-class QueueCounts(BaseModel):
-    department: str
-    total: int
-    by_status: dict[str, int]
-
-
-class Queues(BaseModel):
-    departments: list[QueueCounts]
 
 
 class SourceCreate(BaseModel):

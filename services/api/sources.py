@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from services.api.auth import AdminDep, PrincipalDep
 from services.api.deps import SessionDep, SettingsDep
 from services.api.schemas import SourceCreate, SourceList, SourcePublic, SourceUpdate
 from shared.db import SourceRow
@@ -62,7 +63,9 @@ async def _checked(settings: Settings, url: str, query: str | None) -> None:
         422: {"description": "Refused URL or filter"},
     },
 )
-async def create_source(session: SessionDep, settings: SettingsDep, body: SourceCreate) -> SourcePublic:
+async def create_source(
+    session: SessionDep, settings: SettingsDep, admin: AdminDep, body: SourceCreate
+) -> SourcePublic:
     """Register a feed or comment feed (or an HTML page that announces one); ingest picks it up at once."""
     await _checked(settings, str(body.url), body.filter)
     spec = SourceSpec(
@@ -87,7 +90,9 @@ async def create_source(session: SessionDep, settings: SettingsDep, body: Source
 
 
 @sources.get("", response_model=SourceList)
-async def list_sources(session: SessionDep, include_discovered: bool = True) -> SourceList:
+async def list_sources(
+    session: SessionDep, principal: PrincipalDep, include_discovered: bool = True
+) -> SourceList:
     """Every source with its health: last poll, last success, last error, failures, items seen.
     Per-post comment feeds that ingest discovered have a `parent_id`."""
     query = select(SourceRow).order_by(SourceRow.created_at, SourceRow.id)
@@ -105,7 +110,7 @@ async def _get(session: SessionDep, source_id: str) -> SourceRow:
 
 
 @sources.get("/{source_id}", response_model=SourcePublic, responses={404: {"description": "No such source"}})
-async def get_source(session: SessionDep, source_id: str) -> SourcePublic:
+async def get_source(session: SessionDep, principal: PrincipalDep, source_id: str) -> SourcePublic:
     return source_public(await _get(session, source_id))
 
 
@@ -115,7 +120,7 @@ async def get_source(session: SessionDep, source_id: str) -> SourcePublic:
     responses={404: {"description": "No such source"}, 409: {"description": "Another source has this URL"}},
 )
 async def update_source(
-    session: SessionDep, settings: SettingsDep, source_id: str, body: SourceUpdate
+    session: SessionDep, settings: SettingsDep, admin: AdminDep, source_id: str, body: SourceUpdate
 ) -> SourcePublic:
     """Change a source: send only the fields to change (`{"enabled": false}` disables it)."""
     row = await _get(session, source_id)
@@ -160,7 +165,7 @@ def _check_filter_only(query: str) -> None:
 @sources.delete(
     "/{source_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"description": "No such source"}}
 )
-async def delete_source(session: SessionDep, source_id: str) -> Response:
+async def delete_source(session: SessionDep, admin: AdminDep, source_id: str) -> Response:
     """Stop polling a source and forget it (and the comment feeds discovered from it). Its mentions stay."""
     await _get(session, source_id)
     await session.execute(

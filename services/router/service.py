@@ -1,8 +1,9 @@
 """Router: `mentions.classified` → rules → PostgreSQL (one transaction per batch) → department topics.
 
 Offsets are committed by the stage only after the database commit and the acknowledged publishes.
-Beside the stage, each replica runs three small loops: it picks up a newly activated rule set, escalates
-assignments past their SLA, and publishes the outbox (escalations, reassignments).
+Beside the stage, each replica runs four small loops: it picks up a newly activated rule set, escalates
+assignments past their SLA, raises spike alerts (shared/alerts.py), and publishes the outbox
+(escalations, reassignments, alerts).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.alerts import SpikeDetector
 from shared.bus import Bus, Record
 from shared.bus.base import OutMessage
 from shared.bus.codec import ce_headers, decode
@@ -55,6 +57,7 @@ class RouterService:
         self._known_topics = known_topics
         self._clock = clock
         self._outbox_interval_s = outbox_interval_s
+        self._spikes = SpikeDetector(settings)
         self.stage = Stage(
             name="router",
             bus=bus,
@@ -112,7 +115,7 @@ class RouterService:
             "routed_at": routed_at,
             "matched_rules": list(decision.matched_rules),
             "rules_version": version,
-            "tags": list(getattr(decision, "tags", ())),
+            "tags": list(decision.tags),
         }
         out = []
         for a in decision.assignments:
@@ -151,7 +154,7 @@ class RouterService:
         for mention_id, d in decided.items():
             event, decision = d.event, d.decision
             m, c = event.mention, event.classification
-            tags = list(getattr(decision, "tags", ()))
+            tags = list(decision.tags)
             mentions.append(
                 {
                     "id": mention_id,
@@ -238,6 +241,14 @@ class RouterService:
             log.info("escalated %d overdue assignment(s)", len(events))
         return len(events)
 
+    async def detect_spikes(self) -> int:
+        """Raise an alert for each topic spiking this hour; the events go out with the next outbox relay."""
+        async with self._sessions() as session, session.begin():
+            alerts = await self._spikes.detect(session, now=self._clock())
+        for a in alerts:
+            log.warning("spike: %d %s mention(s) since %s", a.count, a.topic, a.window_start)
+        return len(alerts)
+
     async def relay(self) -> int:
         return await relay_outbox(self._sessions, self._bus)
 
@@ -247,6 +258,7 @@ class RouterService:
                 self._settings.topic_classified,
                 self._settings.topic_dlq,
                 self._settings.topic_escalations,
+                self._settings.topic_alerts,
                 *(self._settings.topic_routed(d) for d in DEPARTMENTS),
             ]
         )
@@ -257,6 +269,9 @@ class RouterService:
             ),
             asyncio.create_task(
                 _every(self._settings.router_escalation_interval_s, self.escalate, stop, "SLA escalation")
+            ),
+            asyncio.create_task(
+                _every(self._settings.alert_interval_s, self.detect_spikes, stop, "spike detection")
             ),
             asyncio.create_task(_every(self._outbox_interval_s, self.relay, stop, "outbox relay")),
         ]

@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -43,6 +44,11 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+
+# shared/workflow.py's OPEN and AWAITING_RESPONSE, spelled out for the partial indexes' predicates (a query
+# uses such an index only with the same literal list; tests/unit/test_queue_indexes.py keeps them equal).
+OPEN_STATUSES = ("acknowledged", "new", "reopened", "responded")
+AWAITING_STATUSES = ("acknowledged", "new", "reopened")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -165,7 +171,13 @@ class MentionRow(Base):
     matched_rules: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
 
-    __table_args__ = (Index("ix_mentions_routed_at_id", "routed_at", "id"),)
+    __table_args__ = (
+        Index("ix_mentions_routed_at_id", "routed_at", "id"),
+        Index("ix_mentions_published_at_id", "published_at", "id"),
+        # PostgreSQL also has `search`, a stored tsvector generated from title and text, with the GIN
+        # index ix_mentions_search (migration 0007; before it, ix_mentions_fts on the expression), which
+        # the models leave out: SQLite has no equivalent (tests/integration/test_migrations.py knows).
+    )
 
 
 class MentionTopicRow(Base):
@@ -213,7 +225,44 @@ class AssignmentRow(Base):
     __table_args__ = (
         UniqueConstraint("mention_id", "department", name="uq_assignments_mention_department"),
         Index("ix_assignments_department_status", "department", "status"),
+        # The queue statistics (migration 0007): partial indexes over the few assignments still open or
+        # waiting for a response, and over the responded ones by routing time (the median response).
+        Index(
+            "ix_assignments_awaiting_sla",
+            "department",
+            "sla_due_at",
+            postgresql_where=sql_text(f"status IN {AWAITING_STATUSES!r}"),
+            sqlite_where=sql_text(f"status IN {AWAITING_STATUSES!r}"),
+        ),
+        Index(
+            "ix_assignments_open_created",
+            "department",
+            "created_at",
+            postgresql_where=sql_text(f"status IN {OPEN_STATUSES!r}"),
+            sqlite_where=sql_text(f"status IN {OPEN_STATUSES!r}"),
+        ),
+        Index(
+            "ix_assignments_responded_created",
+            "department",
+            "created_at",
+            "first_response_at",
+            postgresql_where=sql_text("first_response_at IS NOT NULL"),
+            sqlite_where=sql_text("first_response_at IS NOT NULL"),
+        ),
     )
+
+
+class AssignmentCountRow(Base):
+    """Assignments per department, status and priority, kept by triggers on `assignments` in the same
+    transaction as every insert, update and delete (migration 0007): the queue statistics read five
+    departments' counts here instead of counting every assignment ever routed."""
+
+    __tablename__ = "assignment_counts"
+
+    department: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    priority: Mapped[str] = mapped_column(String(4), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
 
 
 class ActivityRow(Base):
@@ -345,6 +394,12 @@ class WebhookEndpointRow(Base):
     description: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime]
+    # Why the endpoint was switched off by the system (a 410 Gone answer); cleared when re-enabled.
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    # After a rotation, deliveries carry a signature with the previous secret too, until it expires.
+    previous_secret: Mapped[str | None] = mapped_column(String(200))
+    previous_secret_expires_at: Mapped[datetime | None]
 
 
 class WebhookDeliveryRow(Base):
@@ -353,41 +408,51 @@ class WebhookDeliveryRow(Base):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    endpoint_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
-    )
+    endpoint_id: Mapped[int] = mapped_column(Integer, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     event_id: Mapped[str] = mapped_column(String(200))
     event_type: Mapped[str] = mapped_column(String(64))
     mention_id: Mapped[str] = mapped_column(String(64))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # pending (not tried yet), retrying (failed, tried again at next_attempt_at), delivered, dead.
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the sender may take it next; while a request is in flight, the end of the sender's lease.
     next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_attempt_at: Mapped[datetime | None]
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
+    last_duration_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None]
 
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
+        # The delivery log: an endpoint's deliveries, newest first.
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
     )
 
 
 class AlertRow(Base):
-    """A spike: a topic's mentions in the current hour far above its trailing baseline."""
+    """A spike: a topic's mentions in one clock hour far above its trailing baseline (shared/alerts.py).
+    One per (kind, topic, window_start): detecting it again in the same hour updates its count."""
 
     __tablename__ = "alerts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32))
     topic: Mapped[str] = mapped_column(String(64))
+    # The topic's department in the taxonomy when the alert was raised: who may see it.
     department: Mapped[str | None] = mapped_column(String(32))
     window_start: Mapped[datetime]
     window_end: Mapped[datetime]
     count: Mapped[int] = mapped_column(Integer)
+    # Mean and standard deviation of the topic's hourly counts over `baseline_hours` before the window.
     baseline: Mapped[float] = mapped_column(Float)
-    ratio: Mapped[float] = mapped_column(Float)
+    stddev: Mapped[float] = mapped_column(Float)
+    baseline_hours: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(index=True)
+    updated_at: Mapped[datetime]
     acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 COMPOSE = REPO_ROOT / "deploy" / "compose" / "compose.yaml"
 APP = ("api", "router", "classifier", "ingest")
 JOBS = ("migrate", "topics")
+ADMIN_KEY = f"mr_{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
 EXTERNAL = ("kafka", "postgres")  # the real local ones, healthy by construction
 
 
@@ -172,6 +174,9 @@ async def test_compose_services_start_in_order_pass_their_healthchecks_and_route
             # The feed server of this test is on loopback, which ingest refuses unless allowed.
             "MR_INGEST_ALLOWED_NETWORKS": "127.0.0.1",
             "MR_INGEST_SOURCES_REFRESH_S": "0.5",
+            # As .env.example says: the API's first admin key from the environment (keys are on).
+            "MR_API_AUTH": "true",
+            "MR_API_BOOTSTRAP_KEY": ADMIN_KEY,
             "PYTHONUNBUFFERED": "1",
         }
     stack = Stack(services, env, tmp_path)
@@ -185,7 +190,11 @@ async def test_compose_services_start_in_order_pass_their_healthchecks_and_route
         assert count == {f"{kafka.prefix}mentions.raw": 4, f"{kafka.prefix}mentions.dlq": 1}
 
         server.serve("/feed.xml", rss(make_entries(20, prefix="compose")), content_type="application/rss+xml")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=10) as api:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{api_port}",
+            timeout=10,
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ) as api:
             created = await api.post(
                 "/v1/sources",
                 json={"name": "compose", "url": server.url("/feed.xml"), "poll_interval_seconds": 60},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from tests.support.scenario import (
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 
 FEEDS, PER_FEED = 5, 100
+ADMIN_KEY = f"mr_{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
 
 
 async def test_four_processes_route_every_entry_once(
@@ -52,6 +54,9 @@ async def test_four_processes_route_every_entry_once(
         "MR_INGEST_SOURCES_REFRESH_S": "0.5",
         # The test feeds are served on loopback, which the SSRF guard refuses unless allowed.
         "MR_INGEST_ALLOWED_NETWORKS": "127.0.0.1",
+        # As deployed: keys on, the first admin key provisioned from the environment.
+        "MR_API_AUTH": "true",
+        "MR_API_BOOTSTRAP_KEY": ADMIN_KEY,
         "PYTHONUNBUFFERED": "1",
     }
     migrate = await asyncio.to_thread(
@@ -71,7 +76,9 @@ async def test_four_processes_route_every_entry_once(
     engine = create_engine(empty_pg_url)
     sessions = session_factory(engine)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=10, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        ) as api:
 
             async def api_ready() -> bool:
                 procs.check_alive()
@@ -81,6 +88,8 @@ async def test_four_processes_route_every_entry_once(
                     return False
 
             await wait_for(api_ready, within=60, what="the API to be ready")
+            anonymous = await api.get("/v1/queues", headers={"Authorization": ""})
+            assert anonymous.status_code == 401, "keys are on, as deployed"
             await register_sources(api, server, feeds)
             expected = expected_assignments(feeds)
             assert len(expected) == FEEDS * PER_FEED

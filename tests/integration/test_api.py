@@ -16,6 +16,7 @@ from shared.db import create_engine, session_factory
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
 from tests.support.factories import TEMPLATES, classified_event
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -133,7 +134,7 @@ async def test_sources_create_list_and_conflict(api: httpx.AsyncClient) -> None:
 async def test_health(api: httpx.AsyncClient) -> None:
     assert (await api.get("/healthz")).json() == {"status": "ok", "checks": {}}
     ready = await api.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
     assert (await api.get("/openapi.json")).json()["info"]["title"] == "Mention Router"
 
 
@@ -151,3 +152,21 @@ async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
         assert (await client.get("/healthz")).status_code == 200
     assert ready.status_code == 503
     assert ready.json()["status"] == "unavailable"
+
+
+async def test_readyz_is_503_when_the_broker_is_unreachable(pg_url: str) -> None:
+    port = free_port()  # nothing listens there
+    settings = Settings().model_copy(
+        update={"database_url": pg_url, "bus": BusKind.KAFKA, "kafka_bootstrap_servers": f"127.0.0.1:{port}"}
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+    ):
+        ready = await client.get("/readyz")
+        reads = await client.get("/v1/queues")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] == "ok" and ready.json()["checks"]["broker"] != "ok"
+    assert reads.status_code == 200, "reads keep working without the broker"

@@ -45,6 +45,15 @@ def _mention(i: int) -> dict[str, Any]:
         "language": "en",
         "topics": ["bug", "security"],
         "classification": {"sentiment": "negative", "nested": {"list": [1, 2.5, None, "ü"]}, "empty": {}},
+        # Every column the router writes (a column left out that has a Python-side default takes the
+        # ORM's path instead of unnest).
+        "intent": "complaint",
+        "urgency": 0.25 * (i % 4),
+        "influence": 1 + i % 3,
+        "language_hint": None if i % 2 else "de",
+        "rules_version": 3,
+        "matched_rules": ["r1", "r2"],
+        "tags": ["security"] if i % 2 else [],
     }
 
 
@@ -63,6 +72,11 @@ def _rows(i: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, 
             "rules": ["r1", "r2"],
             "created_at": now,
             "updated_at": now,
+            "sla_minutes": 60,
+            "next_escalation_at": now + timedelta(minutes=60),
+            "escalation_level": 0,
+            "tags": ["security"],
+            "version": 1,
         }
         for d in ("rnd", "pr")
     ]

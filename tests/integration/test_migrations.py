@@ -17,7 +17,21 @@ def _diff(conn: Connection) -> list[Any]:
     return [d for d in compare_metadata(context, Base.metadata) if not _benign(d)]
 
 
+# PostgreSQL-only full-text search that the models leave out (see shared/db/models.py): the stored
+# tsvector column and its GIN index.
+POSTGRES_ONLY_INDEXES = {"ix_mentions_search"}
+POSTGRES_ONLY_COLUMNS = {("mentions", "search")}
+
+
 def _benign(diff: Any) -> bool:
+    if isinstance(diff, tuple) and diff[0] == "remove_index" and diff[1].name in POSTGRES_ONLY_INDEXES:
+        return True
+    if (
+        isinstance(diff, tuple)
+        and diff[0] == "remove_column"
+        and (diff[2], diff[3].name) in POSTGRES_ONLY_COLUMNS
+    ):
+        return True
     # SQLite reports no server defaults reliably; the type map differs only in spelling there.
     return isinstance(diff, list) and all(d[0] in ("modify_default",) for d in diff)
 

@@ -116,8 +116,9 @@ async def test_an_invalid_rule_set_is_refused_pointing_at_the_rule(
         "/v1/routing-rules/versions", json={"rules": with_rule_first(default_rules(settings), rule)}
     )
     assert r.status_code == 422, r.text
-    detail = r.json()["detail"]
-    assert "'x'" in detail and message in detail, detail
+    body = r.json()
+    assert "'x'" in body["detail"] and message in body["detail"], body
+    assert body["rule_index"] == 1 and body["rule"] == "x", "the problem names the rule"
     assert await _counts(settings.database_url) == before, "nothing stored"
     assert (await api.get("/v1/routing-rules")).json()["version"] == 1, "the running set stays active"
 
@@ -142,19 +143,17 @@ async def test_dry_run_classifies_routes_and_persists_nothing(
     assert "security" in [t["name"] for t in result["classification"]["topics"]]
     assert {"rnd", "pr"} <= set(result["departments"])
     assert result["assignments"][0]["priority"] == "P1"
-    assert result["matched"] and all(m["rule"] for m in result["matched"])
+    security = next(m for m in result["matched"] if m["rule"] == "security-to-rnd-and-pr")
+    assert any("security" in c for c in security["conditions"]), "the dry run says which conditions held"
 
     # A stored mention, against a candidate that sends everything to support first.
     stored = (await api.get("/v1/mentions", params={"limit": 1})).json()["items"][0]
-    candidate = with_rule_first(
-        default_rules(settings),
-        {
-            "name": "all-to-support",
-            "when": {},
-            "route": [{"department": "support", "priority": "P1"}],
-            "stop": True,
-        },
-    )
+    candidate = {
+        "fallback": default_rules(settings)["fallback"],
+        "rules": [
+            {"name": "all-to-support", "when": {}, "route": [{"department": "support", "priority": "P1"}]}
+        ],
+    }
     r = await api.post("/v1/routing-rules/test", json={"mention_id": stored["id"], "rules": candidate})
     assert r.status_code == 200, r.text
     assert r.json()["departments"] == ["support"] and r.json()["rules_version"] is None

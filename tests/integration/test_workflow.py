@@ -95,9 +95,12 @@ async def world(kafka: KafkaEnv, pg_url: str) -> AsyncIterator[World]:
         clock=clock,
     )
     app = create_app(settings, engine=engine, bus=bus)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api:
-            yield World(settings, router, api, clock, bus, engine)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as api,
+    ):
+        yield World(settings, router, api, clock, bus, engine)
     await bus.stop()
     await engine.dispose()
 
@@ -241,6 +244,14 @@ async def test_reassignment_closes_opens_logs_corrects_and_announces(world: Worl
         ("support", "reassigned"),
         ("product", "reassigned_in"),
     ]
+
+    # The routing-accuracy report counts the correction against support's rule.
+    report = (await world.api.get("/v1/routing-rules/accuracy")).json()
+    by_department = {d["department"]: d for d in report["departments"]}
+    assert (by_department["support"]["routed"], by_department["support"]["reassigned_away"]) == (1, 1)
+    assert by_department["support"]["accuracy"] == 0.0
+    assert by_department["product"]["reassigned_in"] == 1 and by_department["product"]["accuracy"] is None
+    assert report["rules"][0]["reassigned_away"] == 1 and report["rules"][0]["rule"] in a.rules
 
     # The product department's topic gets the mention (through the outbox).
     assert await world.count(OutboxRow) == 1

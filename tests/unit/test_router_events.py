@@ -47,7 +47,7 @@ async def test_published_events_are_the_models_events() -> None:
                 routed_at=NOW,
                 matched_rules=list(decision.matched_rules),
                 rules_version=int(rules.version),
-                tags=list(getattr(decision, "tags", ())),
+                tags=list(decision.tags),
                 sla_due_at=NOW + timedelta(minutes=a.sla_minutes),
             )
             expected.append(

@@ -29,6 +29,10 @@ def upgrade() -> None:
         sa.Column("description", sa.String(500), nullable=False),
         sa.Column("created_at", _TS, nullable=False),
         sa.Column("created_by", sa.String(200), nullable=False),
+        sa.Column("updated_at", _TS, nullable=False),
+        sa.Column("disabled_reason", sa.String(500), nullable=True),
+        sa.Column("previous_secret", sa.String(200), nullable=True),
+        sa.Column("previous_secret_expires_at", _TS, nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoints")),
     )
     op.create_index("ix_webhook_endpoints_department", "webhook_endpoints", ["department"])
@@ -43,8 +47,10 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", _TS, nullable=True),
+        sa.Column("last_attempt_at", _TS, nullable=True),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_duration_ms", sa.Integer(), nullable=True),
         sa.Column("created_at", _TS, nullable=False),
         sa.Column("delivered_at", _TS, nullable=True),
         sa.ForeignKeyConstraint(
@@ -56,7 +62,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
         sa.UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
     )
-    op.create_index("ix_webhook_deliveries_endpoint_id", "webhook_deliveries", ["endpoint_id"])
+    op.create_index("ix_webhook_deliveries_endpoint_id_id", "webhook_deliveries", ["endpoint_id", "id"])
     op.create_index("ix_webhook_deliveries_next_attempt_at", "webhook_deliveries", ["next_attempt_at"])
     op.create_table(
         "alerts",
@@ -68,8 +74,11 @@ def upgrade() -> None:
         sa.Column("window_end", _TS, nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.Column("baseline", sa.Float(), nullable=False),
-        sa.Column("ratio", sa.Float(), nullable=False),
+        sa.Column("stddev", sa.Float(), nullable=False),
+        sa.Column("baseline_hours", sa.Integer(), nullable=False),
+        sa.Column("threshold", sa.Float(), nullable=False),
         sa.Column("created_at", _TS, nullable=False),
+        sa.Column("updated_at", _TS, nullable=False),
         sa.Column("acknowledged_at", _TS, nullable=True),
         sa.Column("acknowledged_by", sa.String(200), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alerts")),

@@ -1,0 +1,90 @@
+"""API keys over REST (admin only): create (the key is in the answer, once), list, revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Response, status
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from services.api.auth import AdminDep
+from services.api.deps import ActorDep, SessionDep
+from shared.apikeys import InvalidScope, create_key, list_keys, revoke
+from shared.db import ApiKeyRow
+
+keys_api = APIRouter(prefix="/v1/keys", tags=["keys"])
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="Who or what uses it.")
+    scopes: list[Annotated[str, Field(max_length=40)]] = Field(
+        min_length=1,
+        max_length=20,
+        description="admin, push, read:<department>, write:<department> (department or *).",
+    )
+    expires_at: AwareDatetime | None = None
+
+
+class KeyPublic(BaseModel):
+    id: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+
+
+class KeyList(BaseModel):
+    items: list[KeyPublic]
+
+
+def _public(row: ApiKeyRow) -> KeyPublic:
+    return KeyPublic(
+        id=row.id,
+        name=row.name,
+        scopes=list(row.scopes),
+        created_at=row.created_at,
+        created_by=row.created_by,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+@keys_api.post("", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
+async def create(session: SessionDep, admin: AdminDep, actor: ActorDep, body: KeyCreate) -> KeyCreated:
+    """Make a key. Its secret is in this answer only."""
+    try:
+        made = await create_key(
+            session, name=body.name, scopes=body.scopes, created_by=actor, expires_at=body.expires_at
+        )
+    except InvalidScope as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    await session.commit()
+    return KeyCreated(**_public(made.row).model_dump(), key=made.key)
+
+
+@keys_api.get("", response_model=KeyList)
+async def list_all(session: SessionDep, admin: AdminDep) -> KeyList:
+    return KeyList(items=[_public(r) for r in await list_keys(session)])
+
+
+@keys_api.delete(
+    "/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"description": "No such key"}}
+)
+async def revoke_key(session: SessionDep, admin: AdminDep, key_id: str) -> Response:
+    """Revoke a key: it stops working within 10 s on every API process (their caches expire)."""
+    row = await revoke(session, key_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no key {key_id!r}")
+    await session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
