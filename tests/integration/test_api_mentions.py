@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from services.api.app import create_app
+from services.api.schemas import MentionPage
 from services.router.service import RouterService
 from shared.bus import MemoryBus, Record
 from shared.bus.codec import encode
@@ -170,3 +171,19 @@ async def test_queue_statistics(api: httpx.AsyncClient) -> None:
     assert support["oldest_open_age_s"] > 86_400
     assert support["median_first_response_s"] is None
     assert sum(support["open_by_priority"].values()) == support["open"]
+
+
+async def test_a_list_item_is_written_as_the_schema_and_the_detail_write_it(api: httpx.AsyncClient) -> None:
+    # The list is written by orjson from plain rows, the detail through pydantic: both must give the same
+    # mention, byte for byte in its JSON values (times in UTC with Z, the evidence as stored).
+    r = await api.get("/v1/mentions", params={"limit": 5})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    page = r.json()
+    assert MentionPage.model_validate(page).model_dump(mode="json") == page
+    assert len(page["items"]) == 5 and page["next_cursor"]
+    for item in page["items"]:
+        assert item["classification"]["topics"] is not None
+        assert item["routed_at"].endswith("Z")
+        detail = (await api.get(f"/v1/mentions/{item['id']}")).json()
+        assert {k: detail[k] for k in item} == item
