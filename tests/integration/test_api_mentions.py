@@ -4,6 +4,7 @@ router's own code at known times."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -19,6 +20,7 @@ from services.api.schemas import MentionPage
 from services.router.service import RouterService
 from shared.bus import MemoryBus, Record
 from shared.bus.codec import encode
+from shared.classify.training import load_db_corrections
 from shared.db import create_engine, session_factory
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
@@ -187,3 +189,19 @@ async def test_a_list_item_is_written_as_the_schema_and_the_detail_write_it(api:
         assert item["routed_at"].endswith("Z")
         detail = (await api.get(f"/v1/mentions/{item['id']}")).json()
         assert {k: detail[k] for k in item} == item
+
+
+async def test_training_reads_the_corrections_the_api_records(
+    api: httpx.AsyncClient, request: pytest.FixtureRequest, pg_url: str, sqlite_url: str
+) -> None:
+    # `mention-router train` folds in the corrections table: what the API writes is what it reads.
+    url = pg_url if request.node.callspec.params["api"] == "postgres" else sqlite_url
+    m = (await api.get("/v1/mentions", params={"limit": 1})).json()["items"][0]
+    r = await api.post(
+        f"/v1/mentions/{m['id']}/corrections", json={"sentiment": "negative", "topics": ["bug"]}
+    )
+    assert r.status_code == 201, r.text
+    rows = await asyncio.to_thread(load_db_corrections, url)
+    assert rows == [
+        {"id": m["id"], "title": m["title"], "text": m["text"], "sentiment": "negative", "topics": ["bug"]}
+    ]
