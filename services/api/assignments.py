@@ -218,19 +218,7 @@ async def get_assignment(
     return AssignmentDetail(
         **assignment_public(row).model_dump(),
         mention_id=row.mention_id,
-        replies=[
-            ReplyPublic(
-                id=r.id,
-                assignment_id=r.assignment_id,
-                department=r.department,
-                text=r.text,
-                url=r.url,
-                channel=r.channel,
-                author=r.author,
-                created_at=r.created_at,
-            )
-            for r in replies
-        ],
+        replies=[reply_public(r) for r in replies],
     )
 
 
@@ -410,6 +398,19 @@ async def note(
     except WorkflowError as exc:
         raise HTTPException(exc.status, str(exc)) from exc
     return activity_public(row)
+
+
+def reply_public(r: ReplyRow) -> ReplyPublic:
+    return ReplyPublic(
+        id=r.id,
+        assignment_id=r.assignment_id,
+        department=r.department,
+        text=r.text,
+        url=r.url,
+        channel=r.channel,
+        author=r.author,
+        created_at=r.created_at,
+    )
 
 
 def activity_public(r: ActivityRow) -> ActivityPublic:

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.api.assignments import ActivityPublic, ReplyPublic, activity_public
+from services.api.assignments import ActivityPublic, ReplyPublic, activity_public, reply_public
 from services.api.auth import PrincipalDep, check_read
 from services.api.deps import ActorDep, SessionDep, SettingsDep
 from services.api.schemas import AssignmentPublic, MentionPage, MentionPublic
@@ -550,19 +550,7 @@ async def get_mention(session: SessionDep, principal: PrincipalDep, mention_id: 
         matched_rules=list(mention.matched_rules),
         rules_version=mention.rules_version,
         activity=[activity_public(a) for a in activity],
-        replies=[
-            ReplyPublic(
-                id=r.id,
-                assignment_id=r.assignment_id,
-                department=r.department,
-                text=r.text,
-                url=r.url,
-                channel=r.channel,
-                author=r.author,
-                created_at=r.created_at,
-            )
-            for r in replies
-        ],
+        replies=[reply_public(r) for r in replies],
         corrections=[
             CorrectionPublic(
                 id=c.id,

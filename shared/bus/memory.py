@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.bus.base import CommitFailed, Consumer, OutMessage, Record, partition_for
@@ -160,13 +160,7 @@ class MemoryConsumer:
     async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
         if not self._started:
             raise RuntimeError("consumer is not started")
-        deadline = time.monotonic() + timeout_ms / 1000
-        while True:
-            records = self._poll(max_records)
-            remaining = deadline - time.monotonic()
-            if records or remaining <= 0:
-                return records
-            await self.broker.wait_for_change(remaining)
+        return await _poll_until(self.broker, lambda: self._poll(max_records), timeout_ms)
 
     async def commit(self, records: Sequence[Record]) -> None:
         offsets: dict[tuple[str, int], int] = {}
@@ -237,13 +231,7 @@ class MemoryReader:
     async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
         if not self._started:
             raise RuntimeError("reader is not started")
-        deadline = time.monotonic() + timeout_ms / 1000
-        while True:
-            records = self._poll(max_records)
-            remaining = deadline - time.monotonic()
-            if records or remaining <= 0:
-                return records
-            await self.broker.wait_for_change(remaining)
+        return await _poll_until(self.broker, lambda: self._poll(max_records), timeout_ms)
 
 
 class MemoryBus:
@@ -283,3 +271,16 @@ class MemoryBus:
         self, topics: Sequence[str], *, start: Mapping[str, Mapping[int, int]] | None = None
     ) -> MemoryReader:
         return MemoryReader(self.broker, topics, start)
+
+
+async def _poll_until(
+    broker: MemoryBroker, poll: Callable[[], list[Record]], timeout_ms: int
+) -> list[Record]:
+    """`poll()` until it returns records or `timeout_ms` passes, sleeping while the broker is unchanged."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        records = poll()
+        remaining = deadline - time.monotonic()
+        if records or remaining <= 0:
+            return records
+        await broker.wait_for_change(remaining)
