@@ -304,6 +304,7 @@ ASSIGNMENT_COLUMNS = (
     "next_escalation_at",
     "reassigned_to",
     "version",
+    "routed_at",
 )
 ACTIVITY_COLUMNS = (
     "mention_id",
@@ -443,6 +444,7 @@ class RowMaker:
                         life.next_escalation_at,
                         life.reassigned_to,
                         1 + len(events),
+                        routed,
                     )
                 )
                 if routed < self.activity_since:

@@ -357,6 +357,7 @@ async def reassign(
             tags=list(row.tags),
             created_at=now,
             updated_at=now,
+            routed_at=row.routed_at,
             version=1,
         )
         session.add(target)

@@ -164,34 +164,31 @@ def _departments(principal: Principal, wanted: Sequence[Department]) -> list[str
     return [d.value for d in wanted] if wanted else sorted(principal.readable)
 
 
-def _where(
-    session: AsyncSession, principal: Principal, f: Filters, now: datetime
-) -> list[ColumnElement[bool]]:
+def _assignment_filters(f: Filters, now: datetime) -> list[ColumnElement[bool]]:
+    """The filters on an assignment's own fields (one assignment must match all of them)."""
     conditions: list[ColumnElement[bool]] = []
-    departments = _departments(principal, f.department)
-    assignment_filters: list[ColumnElement[bool]] = []
     if f.status:
-        assignment_filters.append(AssignmentRow.status.in_([s.value for s in f.status]))
+        conditions.append(AssignmentRow.status.in_([s.value for s in f.status]))
     if f.priority:
-        assignment_filters.append(AssignmentRow.priority.in_([p.value for p in f.priority]))
+        conditions.append(AssignmentRow.priority.in_([p.value for p in f.priority]))
     if f.assignee is not None:
-        assignment_filters.append(AssignmentRow.assignee == f.assignee)
+        conditions.append(AssignmentRow.assignee == f.assignee)
     if f.overdue is not None:
+        # The statuses as literals, so that PostgreSQL can use the partial index over them
+        # (ix_assignments_awaiting_routed) in every plan.
         late = and_(
-            AssignmentRow.status.in_([s.value for s in AWAITING_RESPONSE]),
+            AssignmentRow.status.in_(
+                bindparam("awaiting", AWAITING_STATUSES, expanding=True, literal_execute=True)
+            ),
             AssignmentRow.sla_due_at < now,
         )
-        assignment_filters.append(late if f.overdue else ~late)
-    if f.department or not principal.all_departments:
-        conditions.append(
-            exists().where(
-                AssignmentRow.mention_id == MentionRow.id,
-                AssignmentRow.department.in_(departments),
-                *assignment_filters,
-            )
-        )
-    elif assignment_filters:
-        conditions.append(exists().where(AssignmentRow.mention_id == MentionRow.id, *assignment_filters))
+        conditions.append(late if f.overdue else ~late)
+    return conditions
+
+
+def _mention_filters(session: AsyncSession, f: Filters) -> list[ColumnElement[bool]]:
+    """The filters on the mention itself."""
+    conditions: list[ColumnElement[bool]] = []
     for topic in f.topic:
         conditions.append(
             exists().where(MentionTopicRow.mention_id == MentionRow.id, MentionTopicRow.topic == topic)
@@ -215,6 +212,25 @@ def _where(
     if f.q is not None:
         conditions.append(_full_text(session, f.q))
     return conditions
+
+
+def _where(
+    session: AsyncSession, principal: Principal, f: Filters, now: datetime
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    departments = _departments(principal, f.department)
+    assignment_filters = _assignment_filters(f, now)
+    if f.department or not principal.all_departments:
+        conditions.append(
+            exists().where(
+                AssignmentRow.mention_id == MentionRow.id,
+                AssignmentRow.department.in_(departments),
+                *assignment_filters,
+            )
+        )
+    elif assignment_filters:
+        conditions.append(exists().where(AssignmentRow.mention_id == MentionRow.id, *assignment_filters))
+    return conditions + _mention_filters(session, f)
 
 
 def _full_text(session: AsyncSession, q: str) -> ColumnElement[bool]:
@@ -253,22 +269,66 @@ def _decode_cursor(cursor: str, sort: Sort) -> tuple[Any, str]:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"invalid cursor: {exc}") from exc
 
 
+def _by_assignments(principal: Principal, f: Filters, sort: Sort) -> str | None:
+    """The department whose assignments a page is read through, or None to walk the mentions.
+
+    A list filtered on a status or a priority, or on overdue, in one department, newest or oldest first,
+    reads that department's matching assignments in order from ix_assignments_department_status_routed or
+    ix_assignments_department_priority_routed (the mention's routed_at is copied on each assignment,
+    migration 0008) and joins their mentions: the cost is the page, however rare the matches. Walking
+    the mentions and probing each one's assignment is right when matches are dense, and took seconds
+    when they were not (docs/performance.md). Several departments, or several values of the filter,
+    would need a merge of several index ranges, which PostgreSQL 15 does as a sort of them all: those
+    lists keep walking the mentions."""
+    if sort not in (Sort.ROUTED_DESC, Sort.ROUTED_ASC):
+        return None
+    departments = _departments(principal, f.department)
+    if len(departments) != 1:
+        return None
+    if len(f.status) == 1 or len(f.priority) == 1 or f.overdue is True:
+        return departments[0]
+    return None
+
+
 def _query(
-    session: AsyncSession, principal: Principal, f: Filters, sort: Sort, cursor: str | None, now: datetime
-) -> Select[MentionRow]:
+    session: AsyncSession,
+    principal: Principal,
+    f: Filters,
+    sort: Sort,
+    cursor: str | None,
+    now: datetime,
+    columns: Sequence[Any],
+) -> Select[Any]:
+    """The page's statement over `columns` plus `sort_value` (what the next cursor is made of)."""
     descending = sort.value.startswith("-")
-    column = _SORT_COLUMNS[sort.value.lstrip("-")]
-    query = select(MentionRow).where(*_where(session, principal, f, now))
+    department = _by_assignments(principal, f, sort)
+    if department is not None:
+        column: Any = AssignmentRow.routed_at
+        tiebreak: Any = AssignmentRow.mention_id
+        query = (
+            select(*columns, column.label("sort_value"))
+            .select_from(AssignmentRow)
+            .join(MentionRow, MentionRow.id == AssignmentRow.mention_id)
+            .where(
+                AssignmentRow.department == department,
+                *_assignment_filters(f, now),
+                *_mention_filters(session, f),
+            )
+        )
+    else:
+        column = _SORT_COLUMNS[sort.value.lstrip("-")]
+        tiebreak = MentionRow.id
+        query = select(*columns, column.label("sort_value")).where(*_where(session, principal, f, now))
     if cursor is not None:
         value, after_id = _decode_cursor(cursor, sort)
         # A row comparison, not `column < value OR (column = value AND id < after_id)`: PostgreSQL takes
         # it as the range condition of the (column, id) index and starts the page at the cursor, where
         # the OR form walked the index from the first row and threw away every row before the cursor
         # (a page in the middle of 1,000,000 mentions: 760 ms against 0.05 ms, docs/performance.md).
-        position = tuple_(column, MentionRow.id)
+        position = tuple_(column, tiebreak)
         after = tuple_(literal(value, column.type), literal(after_id, MentionRow.id.type))
         query = query.where(position < after if descending else position > after)
-    order = (column.desc(), MentionRow.id.desc()) if descending else (column.asc(), MentionRow.id.asc())
+    order = (column.desc(), tiebreak.desc()) if descending else (column.asc(), tiebreak.asc())
     return query.order_by(*order)
 
 
@@ -312,10 +372,6 @@ def _public(m: MentionRow, assignments: list[dict[str, Any]]) -> MentionPublic:
     )
 
 
-def _sort_value(m: MentionRow, sort: Sort) -> Any:
-    return getattr(m, sort.value.lstrip("-"))
-
-
 async def _page(
     session: AsyncSession,
     principal: Principal,
@@ -327,7 +383,7 @@ async def _page(
     """A page of mentions as MentionPublic's fields (the classification as an orjson.Fragment of its JSON
     text), and the cursor of the next page."""
     now = utcnow()
-    query = _query(session, principal, f, sort, cursor, now).with_only_columns(*_MENTION_COLUMNS)
+    query = _query(session, principal, f, sort, cursor, now, _MENTION_COLUMNS)
     rows = [row._mapping for row in await session.execute(query.limit(limit + 1))]
     more = len(rows) > limit
     rows = rows[:limit]
@@ -338,9 +394,8 @@ async def _page(
         item["classification"] = orjson.Fragment(m["classification_json"] or "{}")
         item["assignments"] = assignments[m["id"]]
         items.append(item)
-    last = items[-1] if more and items else None
-    sort_field = sort.value.lstrip("-")
-    return items, _encode_cursor(sort, last[sort_field], last["id"]) if last is not None else None
+    last = rows[-1] if more and rows else None
+    return items, _encode_cursor(sort, last["sort_value"], last["id"]) if last is not None else None
 
 
 def _json(value: Any) -> bytes:

@@ -207,6 +207,7 @@ class RouterService:
                         "tags": tags,
                         "created_at": now,
                         "updated_at": now,
+                        "routed_at": now,
                         "version": 1,
                     }
                 )

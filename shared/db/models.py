@@ -206,6 +206,9 @@ class AssignmentRow(Base):
     rules: Mapped[list[Any]]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # The mention's routed_at, copied (it never changes): a department's list filtered on status or
+    # priority pages through the assignments in the mentions' order (migration 0008).
+    routed_at: Mapped[datetime]
     # Workflow (migration 0003; see shared/workflow.py).
     sla_minutes: Mapped[int] = mapped_column(Integer, default=1440, server_default="1440")
     tags: Mapped[list[Any]] = mapped_column(JSON, default=list, server_default="[]")
@@ -224,7 +227,21 @@ class AssignmentRow(Base):
 
     __table_args__ = (
         UniqueConstraint("mention_id", "department", name="uq_assignments_mention_department"),
-        Index("ix_assignments_department_status", "department", "status"),
+        # A department's assignments in a status or at a priority, newest mention first (the lists).
+        Index("ix_assignments_department_status_routed", "department", "status", "routed_at", "mention_id"),
+        Index(
+            "ix_assignments_department_priority_routed", "department", "priority", "routed_at", "mention_id"
+        ),
+        # A department's assignments waiting for a response, newest mention first: the overdue list.
+        Index(
+            "ix_assignments_awaiting_routed",
+            "department",
+            "routed_at",
+            "mention_id",
+            "sla_due_at",
+            postgresql_where=sql_text(f"status IN {AWAITING_STATUSES!r}"),
+            sqlite_where=sql_text(f"status IN {AWAITING_STATUSES!r}"),
+        ),
         # The queue statistics (migration 0007): partial indexes over the few assignments still open or
         # waiting for a response, and over the responded ones by routing time (the median response).
         Index(

@@ -205,3 +205,41 @@ async def test_training_reads_the_corrections_the_api_records(
     assert rows == [
         {"id": m["id"], "title": m["title"], "text": m["text"], "sentiment": "negative", "topics": ["bug"]}
     ]
+
+
+async def test_one_departments_status_priority_and_overdue_lists_page_through_its_assignments(
+    api: httpx.AsyncClient,
+) -> None:
+    # Those lists read the department's assignments in the mentions' order (migration 0008) instead of
+    # walking the mentions: they must give exactly what filtering the department's whole list gives, in
+    # the same order, page by page, both ways, with mention filters on top, and after a reassignment
+    # (the opened assignment carries its mention's routing time).
+    newest = (await api.get("/v1/mentions", params={"department": "support", "limit": 1})).json()["items"][0]
+    moved = next(a["id"] for a in newest["assignments"] if a["department"] == "support")
+    r = await api.post(f"/v1/assignments/{moved}/reassign", json={"department": "product"})
+    assert r.status_code == 200, r.text
+    for department in ("support", "product", "rnd", "pr", "marketing"):
+        everything = await _all(api, department=department)
+        assert everything, department
+        cases: list[tuple[dict[str, Any], Any]] = [
+            ({"status": "new"}, lambda a: a["status"] == "new"),
+            ({"status": "reassigned"}, lambda a: a["status"] == "reassigned"),
+            ({"overdue": "true"}, lambda a: a["overdue"]),
+            *(({"priority": p}, lambda a, p=p: a["priority"] == p) for p in ("P1", "P2", "P3", "P4")),
+        ]
+        for params, keep in cases:
+            want = [
+                m["id"]
+                for m in everything
+                if any(a["department"] == department and keep(a) for a in m["assignments"])
+            ]
+            got = await _all(api, department=department, **params)
+            assert [m["id"] for m in got] == want, (department, params)
+            oldest = await _all(api, department=department, sort="routed_at", **params)
+            assert [m["id"] for m in oldest] == want[::-1], (department, params)
+            security = await _all(api, department=department, topic="security", **params)
+            assert [m["id"] for m in security] == [
+                m["id"] for m in everything if m["id"] in set(want) and "security" in m["topics"]
+            ], (department, params)
+    product_new = [m["id"] for m in await _all(api, department="product", status="new")]
+    assert newest["id"] in product_new
