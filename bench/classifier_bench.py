@@ -8,8 +8,8 @@ Native thread pools (BLAS, tokenizers) are held to one thread, so every figure i
 engine runs in a fresh process, whose resident memory after classifying is that engine's (the peak,
 ru_maxrss, also counts the model file mapped while loading).
 
-    python -m bench.classifier_bench [--seconds 3] [--model models/linear-v1.npz]
-        [--accurate-model models/minilm-v1.npz] [--json out.json]
+    python -m bench.classifier_bench [--seconds 3] [--model models/linear-v2.npz]
+        [--accurate-model models/minilm-v2.npz] [--json out.json]
 """
 
 from __future__ import annotations
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per engine and length")
     parser.add_argument("--n", type=int, default=200, help="distinct texts per length")
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "linear-v1.npz")
-    parser.add_argument("--accurate-model", type=Path, default=REPO_ROOT / "models" / "minilm-v1.npz")
+    parser.add_argument("--model", type=Path, default=REPO_ROOT / "models" / "linear-v2.npz")
+    parser.add_argument("--accurate-model", type=Path, default=REPO_ROOT / "models" / "minilm-v2.npz")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one engine and print JSON
     args = parser.parse_args(argv)

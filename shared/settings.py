@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     # classifier: `rules` (lexicon + taxonomy), `learned` (the model artifact below, with the rules'
     # topics and evidence), or `cascade` (rules, and the model only where the rules are unsure)
     classifier_engine: ClassifierEngineKind = ClassifierEngineKind.RULES
-    classifier_model: Path = REPO_ROOT / "models" / "linear-v1.npz"
+    classifier_model: Path = REPO_ROOT / "models" / "linear-v2.npz"
     # cascade: the model decides sentiment when the rules' confidence is below this
     classifier_cascade_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
     # Exactly-once from mentions.raw to mentions.classified: the classifier publishes and commits its

@@ -76,6 +76,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=REPO_ROOT / "var" / "minilm-cache.npz",
         help="where the training texts' vectors are kept between runs",
     )
+    train.add_argument(
+        "--finetune",
+        action="store_true",
+        help="fine-tune the MiniLM encoder on the training examples first and put its layers in the "
+        "artifact (implies --embeddings; needs torch at training time only, about 5 minutes on 2 cores)",
+    )
+    train.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -150,8 +157,10 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         holdout_dir=args.holdout_dir,
         version=args.version,
         taxonomy_file=settings.taxonomy_file,
-        embeddings=args.embeddings,
+        embeddings=args.embeddings or args.finetune,
         embedding_cache=args.embedding_cache,
+        finetune=args.finetune,
+        finetune_epochs=args.finetune_epochs,
     )
     model = train(options, out=out)
     print(f"{out}: model {model.version}, {len(model.vocabulary)} features")  # noqa: T201

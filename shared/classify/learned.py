@@ -124,8 +124,12 @@ class LinearModel:
     vocabulary: dict[str, int]
     heads: dict[str, Head]
     meta: dict[str, Any] = field(default_factory=dict)
+    # A fine-tuned encoder's transformer layers (float16; `mention-router train --finetune`); None: the
+    # package's all-MiniLM-L6-v2 as it ships (when `meta["embedder"]` names one at all).
+    encoder_layers: dict[str, npt.NDArray[np.float16]] | None = None
 
     def __post_init__(self) -> None:
+        self._encoder: Any = None
         self._names = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
         # All heads side by side: one gather of the active features' rows serves every head.
         heads = list(self.heads.values())
@@ -143,12 +147,21 @@ class LinearModel:
         value = self.meta.get("embedder")
         return str(value) if value else None
 
+    def encoder(self) -> Any:
+        """The sentence encoder of this model (built on first use: about 90 MB)."""
+        if self._encoder is None:
+            from shared.classify.minilm import MiniLM, shared_minilm
+
+            if self.encoder_layers:
+                self._encoder = MiniLM(tuned=self.encoder_layers)  # type: ignore[arg-type]
+            else:
+                self._encoder = shared_minilm()
+        return self._encoder
+
     def vector(self, a: Analysis) -> tuple[npt.NDArray[np.intp], FloatArray]:
         sparse, dense = features(a)
         if self.embedder:
-            from shared.classify.minilm import shared_minilm
-
-            dense = dense + embedding_features(shared_minilm().encode([a.text])[0])
+            dense = dense + embedding_features(self.encoder().encode([a.text])[0])
         vocab = self.vocabulary
         idx = [j for j in map(vocab.get, sparse) if j is not None]
         norm = 1.0 / math.sqrt(len(idx)) if idx else 0.0
@@ -200,6 +213,8 @@ class LinearModel:
             if head.thresholds is not None:
                 arrays[f"{name}.thresholds"] = head.thresholds.astype(np.float32)
             heads_meta[name] = {"labels": list(head.labels), "multi_label": head.multi_label}
+        for name, tensor in (self.encoder_layers or {}).items():
+            arrays[f"encoder:{name}"] = tensor.astype(np.float16)
         meta = {**self.meta, "format": ARTIFACT_FORMAT, "version": self.version, "heads": heads_meta}
         arrays["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
         tmp = path.with_suffix(".tmp.npz")
@@ -216,6 +231,11 @@ class LinearModel:
                         f"model {path}: artifact format {meta.get('format')!r}, expected {ARTIFACT_FORMAT}"
                     )
                 names = [str(n) for n in data["vocabulary"]]
+                encoder_layers = {
+                    key.removeprefix("encoder:"): data[key]
+                    for key in data.files
+                    if key.startswith("encoder:")
+                }
                 heads = {}
                 for name, spec in meta["heads"].items():
                     thresholds = data[f"{name}.thresholds"] if f"{name}.thresholds" in data.files else None
@@ -237,6 +257,7 @@ class LinearModel:
             vocabulary={n: i for i, n in enumerate(names)},
             heads=heads,
             meta=meta,
+            encoder_layers=encoder_layers or None,
         )
 
 

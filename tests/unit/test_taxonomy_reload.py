@@ -130,7 +130,7 @@ async def test_the_service_built_with_the_learned_engine_puts_the_model_version_
     settings = Settings(
         bus=BusKind.MEMORY,
         classifier_engine=ClassifierEngineKind.LEARNED,
-        classifier_model=REPO_ROOT / "models" / "linear-v1.npz",
+        classifier_model=REPO_ROOT / "models" / "linear-v2.npz",
     )
     service = build(settings, bus=MemoryBus(MemoryBroker()))
     mentions = [
@@ -140,5 +140,5 @@ async def test_the_service_built_with_the_learned_engine_puts_the_model_version_
     result = await service.handle([_record(m, i, settings) for i, m in enumerate(mentions)])
     assert not result.dead
     events = [decode(out, MentionClassified) for out in result.out]
-    assert all(e.classification.engine_version.startswith("linear-v1+rules-2+taxonomy-") for e in events)
+    assert all(e.classification.engine_version.startswith("linear-v2+rules-2+taxonomy-") for e in events)
     assert all(e.classification.engine == "learned" for e in events)
