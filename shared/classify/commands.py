@@ -82,7 +82,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="fine-tune the MiniLM encoder on the training examples first and put its layers in the "
         "artifact (implies --embeddings; needs torch at training time only, about 5 minutes on 2 cores)",
     )
-    train.add_argument("--finetune-epochs", type=int, default=3, help="fine-tuning epochs (default 3)")
+    train.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs (default 5)")
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

@@ -88,7 +88,7 @@ class TrainingOptions:
     # fine-tune the sentence encoder on the training examples first (torch at training time; implies
     # embeddings); the tuned layers go into the artifact
     finetune: bool = False
-    finetune_epochs: int = 3
+    finetune_epochs: int = 5
 
 
 # Texts whose tuned-encoder vectors (computed by torch) are stored in a fine-tuned artifact, so a test can
