@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import infra
+from bench.classifier_alone import run_classifier
 from bench.generate import generate
 from bench.pipeline import BenchFailure, PipelineConfig, run_pipeline
 from bench.relay import produce_rate, relay
@@ -215,6 +216,27 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             stall_timeout_s=60.0 if quick else 120.0,
             say=_say,
         )
+        # The classifier alone (issue 4): generated raw events through classifier processes on Kafka.
+        classifier_count = 2_000 if quick else 50_000
+        classifier_settings = settings.model_copy(
+            update={"topic_prefix": f"{settings.topic_prefix}classifier."}
+        )
+        _say(f"classifier alone: {classifier_count} mentions through {args.classifiers} classifier")
+        result["classifier"] = await run_classifier(
+            settings=classifier_settings,
+            messages=[
+                g.message
+                for g in generate(
+                    warmup + classifier_count, run_id=f"{run_id}c", topic=classifier_settings.topic_raw
+                )
+            ],
+            warmup=warmup,
+            classifiers=args.classifiers,
+            logs=logs / "classifier-alone",
+            env=overrides,
+            stall_timeout_s=60.0 if quick else 120.0,
+            say=_say,
+        )
     finally:
         await infra.delete_topics(bootstrap, settings.topic_prefix)
 
@@ -224,9 +246,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             pipeline["throughput_per_s"] / result["produce"]["throughput_per_s"], 4
         )
     if "relay" in result:
-        result["router"]["relay_ratio"] = round(
-            result["router"]["throughput_per_s"] / result["relay"]["throughput_per_s"], 4
-        )
+        for stage in ("router", "classifier"):
+            result[stage]["relay_ratio"] = round(
+                result[stage]["throughput_per_s"] / result["relay"]["throughput_per_s"], 4
+            )
     pipeline["latency_ms"] = pipeline["latency"]["latency_ms"]
     result["pipeline"] = pipeline
     rss = {name: v["peak_mb"] for name, v in pipeline["rss"].items()}
@@ -259,6 +282,14 @@ def _targets(result: dict[str, Any]) -> dict[str, Any]:
     }
     router_rss = max(v["peak_mb"] for v in router["rss"].values())
     out["router_rss_mb"] = {"target": "< 150", "value": router_rss, "met": router_rss < 150}
+    c = result["classifier"]
+    out["classifier_relay_ratio"] = {
+        "target": ">= 0.5",
+        "value": c.get("relay_ratio"),
+        "met": c.get("relay_ratio") is not None and c["relay_ratio"] >= 0.5,
+    }
+    classifier_rss = max(v["peak_mb"] for v in c["rss"].values())
+    out["classifier_rss_mb"] = {"target": "< 200", "value": classifier_rss, "met": classifier_rss < 200}
     r = result["rules"]
     out["rules_evaluations_per_s"] = {
         "target": f">= 50000 per core, {r['rules']} rules",
@@ -337,6 +368,25 @@ def table(result: dict[str, Any]) -> str:
         *(
             (f"peak RSS {name} (router alone)", f"{mb['peak_mb']:.0f} MB", mark("router_rss_mb"))
             for name, mb in sorted(ro["rss"].items())
+        ),
+    ]
+    co = result["classifier"]
+    rows += [
+        (
+            f"classifier alone, {co['mentions']:,} mentions raw -> classified "
+            f"({co['classifiers']} classifier, engine {co['engine']})",
+            f"{co['throughput_per_s']:,.0f} mentions/s",
+            "",
+        ),
+        *(
+            [("classifier alone / bare relay", f"{co['relay_ratio']:.1%}", mark("classifier_relay_ratio"))]
+            if "relay_ratio" in co
+            else []
+        ),
+        ("classifier CPU per mention (classifier alone)", f"{co['classifier_cpu_us_per_mention']:,} µs", ""),
+        *(
+            (f"peak RSS {name} (classifier alone)", f"{mb['peak_mb']:.0f} MB", mark("classifier_rss_mb"))
+            for name, mb in sorted(co["rss"].items())
         ),
     ]
     r = result["rules"]
