@@ -26,7 +26,7 @@ from typing import Any
 from bench import infra
 from bench.generate import generate
 from bench.pipeline import BenchFailure, RssSampler, _end_offsets, _wait_groups
-from bench.relay import producer, relay, send_all
+from bench.relay import producer, send_all, stage_ceiling
 from shared.bus.base import OutMessage
 from shared.settings import REPO_ROOT, BusKind, Settings
 from tests.support.processes import ServiceProcesses, free_port
@@ -70,16 +70,7 @@ async def run_classifier(
         settings.kafka_bootstrap_servers, settings.all_topics(), partitions=settings.topic_partitions
     )
     services = ServiceProcesses(
-        {
-            **os.environ,
-            "MR_BUS": "kafka",
-            "MR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MR_TOPIC_PREFIX": settings.topic_prefix,
-            "MR_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "MR_LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        },
+        infra.service_env(settings, **(env or {})),
         logs,
         failure=BenchFailure,
     )
@@ -146,18 +137,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"timestamp": stamp, "machine": infra.machine()}
     try:
         if not args.no_relay:
-            relay_in, relay_out = settings.topic("bench.relay.in"), settings.topic("bench.relay.out")
-            await infra.create_topics(bootstrap, [relay_in, relay_out], partitions=settings.topic_partitions)
-            prod = producer(settings)
-            await prod.start()
-            try:
-                await send_all(prod, messages[warmup:], topic=relay_in)
-            finally:
-                await prod.stop()
-            rate = await relay(
-                settings, source=relay_in, target=relay_out, count=args.count, group=settings.group("relay")
-            )
-            result["relay"] = rate.as_dict()
+            result["relay"] = (await stage_ceiling(settings, messages[warmup:])).as_dict()
         result["classifier"] = await run_classifier(
             settings=settings,
             messages=messages,

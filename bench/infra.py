@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.engine import make_url
 
-from shared.settings import REPO_ROOT
+from shared.settings import REPO_ROOT, Settings
 
 LOCAL = REPO_ROOT / "deploy" / "local"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -262,3 +262,17 @@ class CpuMeter:
 
 def python() -> str:
     return sys.executable
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment a service process of the run gets: its broker, topic prefix and partitions."""
+    return {
+        **os.environ,
+        "MR_BUS": "kafka",
+        "MR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "MR_TOPIC_PREFIX": settings.topic_prefix,
+        "MR_TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "MR_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }

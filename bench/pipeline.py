@@ -369,17 +369,7 @@ async def run_pipeline(
         await infra.create_topics(
             settings.kafka_bootstrap_servers, settings.all_topics(), partitions=settings.topic_partitions
         )
-        env = {
-            **os.environ,
-            "MR_BUS": "kafka",
-            "MR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "MR_TOPIC_PREFIX": settings.topic_prefix,
-            "MR_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "MR_DATABASE_URL": db_url,
-            "MR_LOG_LEVEL": "INFO",
-            "PYTHONUNBUFFERED": "1",
-            **cfg.env,
-        }
+        env = infra.service_env(settings, MR_DATABASE_URL=db_url, **cfg.env)
         services = ServiceProcesses(env, logs, failure=BenchFailure)
         for i in range(cfg.classifiers):
             services.start("classifier", f"classifier-{i + 1}", MR_METRICS_PORT=str(free_port()))

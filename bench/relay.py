@@ -128,3 +128,23 @@ async def relay(settings: Settings, *, source: str, target: str, count: int, gro
         await consumer.stop()
         await prod.stop()
     return Rate(done, elapsed, size / 1e6)
+
+
+async def stage_ceiling(settings: Settings, messages: Sequence[OutMessage]) -> Rate:
+    """The bare relay over `messages`, on two topics of the run's own: the ceiling a stage measured
+    alone is compared with (bench.router_bench, bench.classifier_alone)."""
+    from bench import infra
+
+    relay_in, relay_out = settings.topic("bench.relay.in"), settings.topic("bench.relay.out")
+    await infra.create_topics(
+        settings.kafka_bootstrap_servers, [relay_in, relay_out], partitions=settings.topic_partitions
+    )
+    prod = producer(settings)
+    await prod.start()
+    try:
+        await send_all(prod, messages, topic=relay_in)
+    finally:
+        await prod.stop()
+    return await relay(
+        settings, source=relay_in, target=relay_out, count=len(messages), group=settings.group("relay")
+    )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from typing import Any
 from bench import infra
 from bench.generate import generate
 from bench.pipeline import BenchFailure, Database, RssSampler, _wait_groups, _wait_stored
-from bench.relay import producer, relay, send_all
+from bench.relay import producer, send_all, stage_ceiling
 from shared.bus.base import OutMessage
 from shared.bus.codec import encode
 from shared.classify import RuleEngine, Taxonomy
@@ -83,17 +82,7 @@ async def run_router(
             settings.kafka_bootstrap_servers, settings.all_topics(), partitions=settings.topic_partitions
         )
         services = ServiceProcesses(
-            {
-                **os.environ,
-                "MR_BUS": "kafka",
-                "MR_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-                "MR_TOPIC_PREFIX": settings.topic_prefix,
-                "MR_TOPIC_PARTITIONS": str(settings.topic_partitions),
-                "MR_DATABASE_URL": db_url,
-                "MR_LOG_LEVEL": "INFO",
-                "PYTHONUNBUFFERED": "1",
-                **(env or {}),
-            },
+            infra.service_env(settings, MR_DATABASE_URL=db_url, **(env or {})),
             logs,
             failure=BenchFailure,
         )
@@ -164,18 +153,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"timestamp": stamp, "machine": infra.machine()}
     try:
         if not args.no_relay:
-            relay_in, relay_out = settings.topic("bench.relay.in"), settings.topic("bench.relay.out")
-            await infra.create_topics(bootstrap, [relay_in, relay_out], partitions=settings.topic_partitions)
-            prod = producer(settings)
-            await prod.start()
-            try:
-                await send_all(prod, messages[warmup:], topic=relay_in)
-            finally:
-                await prod.stop()
-            rate = await relay(
-                settings, source=relay_in, target=relay_out, count=args.count, group=settings.group("relay")
-            )
-            result["relay"] = rate.as_dict()
+            result["relay"] = (await stage_ceiling(settings, messages[warmup:])).as_dict()
         result["router"] = await run_router(
             settings=settings,
             server_url=server_url,
