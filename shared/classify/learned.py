@@ -124,9 +124,11 @@ class LinearModel:
     vocabulary: dict[str, int]
     heads: dict[str, Head]
     meta: dict[str, Any] = field(default_factory=dict)
-    # A fine-tuned encoder's transformer layers (float16; `mention-router train --finetune`); None: the
-    # package's all-MiniLM-L6-v2 as it ships (when `meta["embedder"]` names one at all).
+    # A fine-tuned encoder's transformer layers (float16; `mention-router train --finetune`), for a model
+    # just trained; a loaded model leaves them in its file (`source`) and reads them when it builds its
+    # encoder, so that a running service does not hold a second, float16 copy (21 MB) of them.
     encoder_layers: dict[str, npt.NDArray[np.float16]] | None = None
+    source: Path | None = None
 
     def __post_init__(self) -> None:
         self._encoder: Any = None
@@ -150,13 +152,24 @@ class LinearModel:
     def encoder(self) -> Any:
         """The sentence encoder of this model (built on first use: about 90 MB)."""
         if self._encoder is None:
-            from shared.classify.minilm import MiniLM, shared_minilm
+            from shared.classify.minilm import MiniLM, release_freed_memory, shared_minilm
 
-            if self.encoder_layers:
-                self._encoder = MiniLM(tuned=self.encoder_layers)  # type: ignore[arg-type]
-            else:
-                self._encoder = shared_minilm()
+            tuned = self.tuned_layers()
+            self._encoder = MiniLM(tuned=tuned) if tuned else shared_minilm()  # type: ignore[arg-type]
+            del tuned  # read for the encoder only: its float16 copy is handed back right away
+            release_freed_memory()
         return self._encoder
+
+    def tuned_layers(self) -> dict[str, npt.NDArray[np.float16]] | None:
+        """The fine-tuned encoder layers: held (a model just trained) or read from the artifact."""
+        if self.encoder_layers is not None or self.source is None:
+            return self.encoder_layers
+        try:
+            with np.load(self.source, allow_pickle=False) as data:
+                layers = {k.removeprefix("encoder:"): data[k] for k in data.files if k.startswith("encoder:")}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the encoder layers of model {self.source}: {exc}") from exc
+        return layers or None
 
     def vector(self, a: Analysis) -> tuple[npt.NDArray[np.intp], FloatArray]:
         sparse, dense = features(a)
@@ -213,7 +226,7 @@ class LinearModel:
             if head.thresholds is not None:
                 arrays[f"{name}.thresholds"] = head.thresholds.astype(np.float32)
             heads_meta[name] = {"labels": list(head.labels), "multi_label": head.multi_label}
-        for name, tensor in (self.encoder_layers or {}).items():
+        for name, tensor in (self.tuned_layers() or {}).items():
             arrays[f"encoder:{name}"] = tensor.astype(np.float16)
         meta = {**self.meta, "format": ARTIFACT_FORMAT, "version": self.version, "heads": heads_meta}
         arrays["meta"] = np.asarray(json.dumps(meta, sort_keys=True))
@@ -231,11 +244,6 @@ class LinearModel:
                         f"model {path}: artifact format {meta.get('format')!r}, expected {ARTIFACT_FORMAT}"
                     )
                 names = [str(n) for n in data["vocabulary"]]
-                encoder_layers = {
-                    key.removeprefix("encoder:"): data[key]
-                    for key in data.files
-                    if key.startswith("encoder:")
-                }
                 heads = {}
                 for name, spec in meta["heads"].items():
                     thresholds = data[f"{name}.thresholds"] if f"{name}.thresholds" in data.files else None
@@ -257,7 +265,7 @@ class LinearModel:
             vocabulary={n: i for i, n in enumerate(names)},
             heads=heads,
             meta=meta,
-            encoder_layers=encoder_layers or None,
+            source=path,
         )
 
 

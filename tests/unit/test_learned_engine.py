@@ -239,8 +239,10 @@ def test_the_committed_accurate_model_runs_its_tuned_encoder_as_torch_did() -> N
     from shared.classify.minilm import LAYER_TENSORS, shared_minilm
 
     model = load_model(REPO_ROOT / "models" / "minilm-v2.npz")
-    assert model.encoder_layers is not None
-    assert len(model.encoder_layers) == 6 * len(LAYER_TENSORS)
+    layers = model.tuned_layers()
+    assert layers is not None
+    assert len(layers) == 6 * len(LAYER_TENSORS)
+    assert model.encoder_layers is None  # left in the file, not held by the loaded model
     check = model.meta["encoder_check"]
     expected = np.asarray(check["vectors"], dtype=np.float32)
     tuned = model.encoder().encode(check["texts"])
@@ -282,9 +284,14 @@ def test_an_artifact_with_encoder_layers_round_trips_and_the_engine_uses_them(
     path = tmp_path / "tuned.npz"
     model.save(path)
     loaded = load_model(path)
-    assert loaded.encoder_layers is not None
-    assert set(loaded.encoder_layers) == set(layers)
-    assert all(np.array_equal(loaded.encoder_layers[k], v) for k, v in layers.items())
+    stored = loaded.tuned_layers()
+    assert stored is not None
+    assert set(stored) == set(layers)
+    assert all(np.array_equal(stored[k], v) for k, v in layers.items())
+    # saved again, the loaded model's file still carries the layers
+    loaded.save(tmp_path / "again.npz")
+    again = load_model(tmp_path / "again.npz").tuned_layers()
+    assert again is not None and all(np.array_equal(again[k], v) for k, v in layers.items())
     texts = ["Support never answered my ticket", "Lovely new templates"]
     got = loaded.encoder().encode(texts)
     assert np.allclose(got, MiniLM(tuned=layers).encode(texts), atol=1e-5)  # type: ignore[arg-type]
