@@ -18,9 +18,8 @@ log = logging.getLogger("mention_router")
 
 async def _serve_stage(name: str, settings: Settings, *, started: asyncio.Event | None = None) -> None:
     """Run one of ingest, classifier, router against the configured bus and database until SIGTERM."""
-    from services.embedded import install_stop_signals
     from shared.bus import build_bus
-    from shared.db import create_engine
+    from shared.signals import install_stop_signals
 
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -38,16 +37,24 @@ async def _serve_stage(name: str, settings: Settings, *, started: asyncio.Event 
             delay = min(delay * 2, 10.0)
     if started is not None:
         started.set()
+    if name == "classifier":
+        # No database: the classifier never opens one, and SQLAlchemy with asyncpg would cost it ~27 MB.
+        from services.classifier.bootstrap import build as build_classifier
+
+        try:
+            await build_classifier(settings, bus=bus).run(stop)
+        finally:
+            await bus.stop()
+        log.info("%s stopped", name)
+        return
+    from shared.db import create_engine
+
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
     try:
         if name == "ingest":
             from services.ingest.bootstrap import build as build_ingest
 
             await build_ingest(settings, bus=bus, engine=engine).run(stop)
-        elif name == "classifier":
-            from services.classifier.bootstrap import build as build_classifier
-
-            await build_classifier(settings, bus=bus).run(stop)
         else:
             from services.router.bootstrap import build as build_router
 
@@ -106,7 +113,8 @@ def _cmd_topics_create(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from services.embedded import EXAMPLE_SOURCES, embedded_settings, install_stop_signals, run_embedded
+    from services.embedded import EXAMPLE_SOURCES, embedded_settings, run_embedded
+    from shared.signals import install_stop_signals
 
     settings = embedded_settings()
 
@@ -124,7 +132,8 @@ async def _serve_api(settings: Settings) -> None:
     import uvicorn
 
     from services.api.app import create_app
-    from services.embedded import QuietSignalsServer, install_stop_signals
+    from services.embedded import QuietSignalsServer
+    from shared.signals import install_stop_signals
 
     server = QuietSignalsServer(
         uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,9 +189,3 @@ async def forget_unrouted(engine: AsyncEngine) -> int:
             update(SourceRow).values(next_poll_at=None, lease_owner=None, lease_expires_at=None)
         )
     return int(getattr(result, "rowcount", 0) or 0)
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
