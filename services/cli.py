@@ -49,7 +49,8 @@ async def _serve_stage(name: str, settings: Settings, *, started: asyncio.Event 
         return
     from shared.db import create_engine
 
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    # A statement of a stage's batch that has not answered in a minute will not: fail it, and retry.
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size, command_timeout=60.0)
     try:
         if name == "ingest":
             from services.ingest.bootstrap import build as build_ingest

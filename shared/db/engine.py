@@ -20,6 +20,9 @@ from shared.db.models import Base
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
+_CONNECT_TIMEOUT_S = 10.0
+
+
 def _json_dumps(value: Any) -> str:
     # JSON columns through orjson instead of json.dumps: 15% of the router's CPU per mention (bench).
     # (OPT_NON_STR_KEYS: what json.dumps accepts, orjson accepts too.)
@@ -27,10 +30,18 @@ def _json_dumps(value: Any) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 5, server_settings: dict[str, str] | None = None
+    url: str,
+    *,
+    pool_size: int = 5,
+    server_settings: dict[str, str] | None = None,
+    command_timeout: float | None = None,
 ) -> AsyncEngine:
     """An async engine; SQLite gets WAL and a busy timeout so that several services can share it.
-    `server_settings`: PostgreSQL settings for every session of this engine (ignored by SQLite)."""
+    `server_settings`: PostgreSQL settings for every session of this engine (ignored by SQLite).
+    PostgreSQL connections give up after 10 s (asyncpg's default is 60): a server that accepts a
+    connection and never answers while it restarts must cost a stage one retry, not a minute.
+    `command_timeout`: the longest a statement may run (a stage's batch statements; None for the API,
+    whose exports run as long as they need)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -55,7 +66,11 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        connect_args={"server_settings": server_settings} if server_settings else {},
+        connect_args={
+            "timeout": _CONNECT_TIMEOUT_S,
+            **({"server_settings": server_settings} if server_settings else {}),
+            **({"command_timeout": command_timeout} if command_timeout else {}),
+        },
         json_serializer=_json_dumps,
         # orjson for reading JSON columns too: json.loads was 9 % of the API's CPU on the lists of
         # python -m bench.api_bench (four JSON columns a mention, two an assignment).
