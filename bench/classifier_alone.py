@@ -14,24 +14,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import secrets
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import infra
+from bench import alone, infra
+from bench.alone import WARMUP
 from bench.generate import generate
 from bench.pipeline import BenchFailure, RssSampler, _end_offsets, _wait_groups
-from bench.relay import producer, send_all, stage_ceiling
+from bench.relay import producer, send_all
 from shared.bus.base import OutMessage
-from shared.settings import REPO_ROOT, BusKind, Settings
+from shared.settings import Settings
 from tests.support.processes import ServiceProcesses, free_port
-
-LOGS = REPO_ROOT / "var" / "bench"
 
 
 async def _wait_classified(
@@ -126,43 +122,30 @@ async def run_classifier(
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    bootstrap, _ = infra.backing_services()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_id = f"benchc{stamp.lower()}{secrets.token_hex(2)}"
-    settings = Settings().model_copy(
-        update={"bus": BusKind.KAFKA, "kafka_bootstrap_servers": bootstrap, "topic_prefix": f"{run_id}."}
-    )
-    warmup = 200
-    messages = [g.message for g in generate(warmup + args.count, run_id=run_id, topic=settings.topic_raw)]
-    result: dict[str, Any] = {"timestamp": stamp, "machine": infra.machine()}
-    try:
-        if not args.no_relay:
-            result["relay"] = (await stage_ceiling(settings, messages[warmup:])).as_dict()
-        result["classifier"] = await run_classifier(
+    def messages(settings: Settings, run_id: str) -> list[OutMessage]:
+        return [g.message for g in generate(WARMUP + args.count, run_id=run_id, topic=settings.topic_raw)]
+
+    async def run(
+        settings: Settings, made: Sequence[OutMessage], logs: Path, _server_url: str
+    ) -> dict[str, Any]:
+        return await run_classifier(
             settings=settings,
-            messages=messages,
-            warmup=warmup,
+            messages=made,
+            warmup=WARMUP,
             classifiers=args.classifiers,
-            logs=LOGS / run_id,
+            logs=logs,
             say=lambda m: print(m, flush=True),  # noqa: T201
         )
-    finally:
-        await infra.delete_topics(bootstrap, settings.topic_prefix)
-    if "relay" in result:
-        result["classifier"]["relay_ratio"] = round(
-            result["classifier"]["throughput_per_s"] / result["relay"]["throughput_per_s"], 4
-        )
-    return result
+
+    return await alone.measure(
+        "classifier", run_prefix="benchc", no_relay=args.no_relay, messages=messages, run=run
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.classifier_alone", description=__doc__.split("\n\n")[0])
-    p.add_argument("--count", type=int, default=50_000)
-    p.add_argument("--classifiers", type=int, default=1)
-    p.add_argument("--no-relay", action="store_true")
-    result = asyncio.run(_main(p.parse_args(argv)))
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))  # noqa: T201
-    return 0
+    return alone.cli(
+        "python -m bench.classifier_alone", __doc__, argv, processes="classifiers", measure_with=_main
+    )
 
 
 if __name__ == "__main__":

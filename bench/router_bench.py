@@ -14,27 +14,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import secrets
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import infra
+from bench import alone, infra
+from bench.alone import WARMUP
 from bench.generate import generate
 from bench.pipeline import BenchFailure, Database, RssSampler, _wait_groups, _wait_stored
-from bench.relay import producer, send_all, stage_ceiling
+from bench.relay import producer, send_all
 from shared.bus.base import OutMessage
 from shared.bus.codec import encode
 from shared.classify import RuleEngine, Taxonomy
 from shared.db import migrate
 from shared.events import MentionClassified, MentionIngested
-from shared.settings import REPO_ROOT, BusKind, Settings
+from shared.settings import Settings
 from tests.support.processes import ServiceProcesses, free_port
-
-LOGS = REPO_ROOT / "var" / "bench"
 
 
 def classified(n: int, *, run_id: str, settings: Settings) -> list[OutMessage]:
@@ -139,47 +135,30 @@ async def run_router(
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    bootstrap, server_url = infra.backing_services()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_id = f"benchr{stamp.lower()}{secrets.token_hex(2)}"
-    settings = Settings().model_copy(
-        update={"bus": BusKind.KAFKA, "kafka_bootstrap_servers": bootstrap, "topic_prefix": f"{run_id}."}
-    )
-    logs = LOGS / run_id
-    logs.mkdir(parents=True, exist_ok=True)
-    warmup = 200
-    print(f"classifying {warmup + args.count} generated mentions (before any clock starts)", flush=True)  # noqa: T201
-    messages = classified(warmup + args.count, run_id=run_id, settings=settings)
-    result: dict[str, Any] = {"timestamp": stamp, "machine": infra.machine()}
-    try:
-        if not args.no_relay:
-            result["relay"] = (await stage_ceiling(settings, messages[warmup:])).as_dict()
-        result["router"] = await run_router(
+    def messages(settings: Settings, run_id: str) -> list[OutMessage]:
+        print(f"classifying {WARMUP + args.count} generated mentions (before any clock starts)", flush=True)  # noqa: T201
+        return classified(WARMUP + args.count, run_id=run_id, settings=settings)
+
+    async def run(
+        settings: Settings, made: Sequence[OutMessage], logs: Path, server_url: str
+    ) -> dict[str, Any]:
+        return await run_router(
             settings=settings,
             server_url=server_url,
-            messages=messages,
-            warmup=warmup,
+            messages=made,
+            warmup=WARMUP,
             routers=args.routers,
             logs=logs,
             say=lambda m: print(m, flush=True),  # noqa: T201
         )
-    finally:
-        await infra.delete_topics(bootstrap, settings.topic_prefix)
-    if "relay" in result:
-        result["router"]["relay_ratio"] = round(
-            result["router"]["throughput_per_s"] / result["relay"]["throughput_per_s"], 4
-        )
-    return result
+
+    return await alone.measure(
+        "router", run_prefix="benchr", no_relay=args.no_relay, messages=messages, run=run
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.router_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--count", type=int, default=50_000)
-    p.add_argument("--routers", type=int, default=1)
-    p.add_argument("--no-relay", action="store_true")
-    result = asyncio.run(_main(p.parse_args(argv)))
-    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))  # noqa: T201
-    return 0
+    return alone.cli("python -m bench.router_bench", __doc__, argv, processes="routers", measure_with=_main)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,6 @@ class MiniLM:
         with safe_open(str(folder / "model.safetensors"), framework="np") as f:
             w = _Tensors(f, tuned)
             self._load(w, max_tokens)
-        release_freed_memory()
 
     def _load(self, w: _Tensors, max_tokens: int) -> None:
         self._emb = w.half("embeddings.word_embeddings.weight")
