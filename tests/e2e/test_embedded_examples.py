@@ -13,8 +13,10 @@ from sqlalchemy import delete, func, select
 
 from services.embedded import EXAMPLE_SOURCES, embedded_settings, run_embedded
 from shared.bus import MemoryBroker
+from shared.bus.codec import decode
 from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
-from shared.settings import DEPARTMENTS, Settings
+from shared.events import MentionClassified
+from shared.settings import DEPARTMENTS, ClassifierEngineKind, Settings
 from shared.sources import load_sources_file
 from tests.support.processes import free_port
 from tests.support.scenario import wait_for
@@ -66,9 +68,14 @@ async def _counts(url: str) -> tuple[int, int]:
 
 
 async def test_examples_reach_every_department_and_a_restart_duplicates_nothing(tmp_path: Path) -> None:
+    # `make run` as a user gets it: the default classifier (the cascade over the committed model), not
+    # the rules engine the other tests use.
     settings = embedded_settings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'mr.db'}", api_port=free_port()
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'mr.db'}",
+        api_port=free_port(),
+        classifier_engine=Settings.model_fields["classifier_engine"].default,
     )
+    assert settings.classifier_engine is ClassifierEngineKind.CASCADE
     entries = 60
     assert len(load_sources_file(EXAMPLE_SOURCES)) >= 5
 
@@ -78,6 +85,12 @@ async def test_examples_reach_every_department_and_a_restart_duplicates_nothing(
     assert len(first.records(settings.topic_raw)) == mentions
     per_department = {d: len(first.records(settings.topic_routed(d))) for d in DEPARTMENTS}
     assert all(n > 0 for n in per_department.values()), per_department
+    classified = [
+        decode(r, MentionClassified).classification for r in first.records(settings.topic_classified)
+    ]
+    assert classified and {c.engine for c in classified} == {"cascade"}
+    # no department takes almost everything (the rules engine sent nearly all outside text to marketing)
+    assert max(per_department.values()) < 0.6 * sum(per_department.values()), per_department
 
     # Second start on the same database: nothing is published again, nothing is stored twice.
     second = await _run_until(settings, "polled")

@@ -12,6 +12,7 @@ from shared.bus.base import OutMessage, Record
 from shared.bus.codec import decode, encode
 from shared.bus.kafka import KafkaBus
 from shared.events import MentionClassified, MentionIngested
+from shared.settings import ClassifierEngineKind
 from tests.conftest import KafkaEnv
 from tests.support.factories import classified_event
 from tests.support.kafka import group_lag, read_topics
@@ -20,8 +21,9 @@ from tests.support.scenario import wait_for
 pytestmark = pytest.mark.kafka
 
 
-async def test_classifies_and_dead_letters(kafka: KafkaEnv) -> None:
-    settings = kafka.settings()
+@pytest.mark.parametrize("engine", [ClassifierEngineKind.RULES, ClassifierEngineKind.CASCADE])
+async def test_classifies_and_dead_letters(kafka: KafkaEnv, engine: ClassifierEngineKind) -> None:
+    settings = kafka.settings().model_copy(update={"classifier_engine": engine})
     bus = KafkaBus(settings)
     await bus.start()
     stop = asyncio.Event()
@@ -63,7 +65,9 @@ async def test_classifies_and_dead_letters(kafka: KafkaEnv) -> None:
         for r in out
     ]
     assert {e.mention.id for e in events} == {m.id for m in mentions}
-    assert all(e.classification.engine == "rules" and e.classification.sentiment_evidence for e in events)
+    assert all(
+        e.classification.engine == engine.value and e.classification.sentiment_evidence for e in events
+    )
     assert {dict(r.headers)["ce_type"] for r in out} == {b"io.mentionrouter.mention.classified.v1"}
     dlq = await read_topics(settings.kafka_bootstrap_servers, [settings.topic_dlq])
     assert sorted(r.key.decode() for r in dlq) == ["garbage", "missing-field"]

@@ -127,3 +127,33 @@ def test_score_field_multi_label_counts_each_label_and_empty_sets() -> None:
     assert (scores["rnd"].f1, scores["support"].f1, scores["pr"].f1) == (1.0, 1.0, 0.0)
     assert report.accuracy == pytest.approx(1 / 3)
     assert report.confusion["(none)"] == {"(none)": 1}
+
+
+def test_classify_with_no_settings_uses_the_cascade_and_keeps_the_order_of_the_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new user's `mention-router classify --route`: the default engine, lines batched for the model
+    and written back in their order, a bad line refused on its own."""
+    monkeypatch.delenv("MR_CLASSIFIER_ENGINE", raising=False)  # tests/conftest.py sets rules
+    lines = [
+        *LINES,
+        {"id": "d", "title": "", "text": "The battery dies in two hours."},
+        {"id": "e", "title": "", "text": "Not bad at all, the update fixed every problem I had."},
+    ] * 30
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        "\n".join(
+            [*(json.dumps(line) for line in lines[:70]), "{not json", *(json.dumps(x) for x in lines[70:])]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    code, out, err = _run(["classify", "--route", str(path)], capsys)
+    assert code == 1 and "line 71" in err  # the bad line, reported; the others classified
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in rows] == [x["id"] for x in lines]
+    by_id = {r["id"]: r for r in rows}
+    assert all(r["evidence"]["sentiment"] and r["engine"] == "cascade" for r in rows)
+    assert by_id["d"]["sentiment"] == "negative" and "rnd" in by_id["d"]["departments"]
+    assert by_id["e"]["sentiment"] == "positive"
+    assert by_id["b"]["departments"] == ["support"]

