@@ -5,7 +5,7 @@ The raw events are the pipeline's generated mentions. After a warm-up that leave
 stable, N events are published as fast as the producer goes; the clock runs from the first publish until
 `mentions.classified` holds every classified event (its end offsets, polled every 50 ms: the service
 publishes one event per mention, idempotently, so the offsets count them). Peak RSS and CPU seconds per
-process come from /proc. The engine is the configured one (MR_CLASSIFIER_ENGINE, default `rules`).
+process come from /proc. The engine is the configured one (MR_CLASSIFIER_ENGINE, default `cascade`).
 
     python -m bench.classifier_alone [--count 50000] [--classifiers 1] [--no-relay]
 """
@@ -108,7 +108,9 @@ async def run_classifier(
     classifier_cpu = sum(v for k, v in cpu["cpu_s"].items() if k.startswith("classifier"))
     return {
         "classifiers": classifiers,
-        "engine": (env or {}).get("MR_CLASSIFIER_ENGINE") or os.environ.get("MR_CLASSIFIER_ENGINE", "rules"),
+        "engine": (env or {}).get("MR_CLASSIFIER_ENGINE")
+        or os.environ.get("MR_CLASSIFIER_ENGINE")
+        or Settings.model_fields["classifier_engine"].default.value,
         "mentions": len(load),
         "seconds": round(elapsed, 3),
         "throughput_per_s": round(len(load) / elapsed, 1),
