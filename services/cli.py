@@ -23,6 +23,13 @@ async def _serve_stage(name: str, settings: Settings, *, started: asyncio.Event 
 
     stop = asyncio.Event()
     install_stop_signals(stop)
+    loaded = None
+    if name == "classifier":
+        from services.classifier.bootstrap import load_engine
+
+        # The model first: a missing or broken artifact stops the process at once, naming the file,
+        # instead of after the broker has answered.
+        loaded = load_engine(settings)
     bus = build_bus(settings)
     delay = 0.5
     while True:
@@ -42,7 +49,7 @@ async def _serve_stage(name: str, settings: Settings, *, started: asyncio.Event 
         from services.classifier.bootstrap import build as build_classifier
 
         try:
-            await build_classifier(settings, bus=bus).run(stop)
+            await build_classifier(settings, bus=bus, loaded=loaded).run(stop)
         finally:
             await bus.stop()
         log.info("%s stopped", name)

@@ -24,11 +24,12 @@ import pytest
 # rest of the API without them.
 os.environ.setdefault("MR_API_AUTH", "false")
 # The default classifier is the cascade over the model (models/minilm-v3.npz). The tests of delivery,
-# storage and the API run the rules engine: deterministic labels and ~100x cheaper, so 5,000-mention
-# fault runs take seconds. The default engine has tests of its own through the embedded stack
-# (tests/e2e/test_embedded_examples.py), the four processes on Kafka and PostgreSQL
-# (tests/e2e/test_pipeline_processes.py), the classifier on Kafka (test_classifier_kafka.py) and the unit
-# tests of the engine (tests/unit/test_learned_engine.py).
+# storage and the API run the rules engine: labels that the test feeds are written for (each entry says
+# which departments it must reach) and ~40x cheaper, so 5,000-mention fault runs take seconds. The default
+# engine has tests of its own: through the embedded stack as `make run` starts it
+# (tests/e2e/test_embedded_examples.py), the classifier service on Kafka (test_classifier_kafka.py), the
+# command line (test_classify_batch.py), the service refusing a broken model, and the engine itself
+# (tests/unit/test_learned_engine.py); the quick bench in `make test` runs it through the pipeline.
 os.environ.setdefault("MR_CLASSIFIER_ENGINE", "rules")
 
 from bench.infra import create_database, delete_topics, drop_database, script_env

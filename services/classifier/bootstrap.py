@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from services.classifier.service import ClassifierService
 from shared.bus import Bus
+from shared.classify import Engine
 from shared.classify.factory import build_engine
 from shared.classify.reload import TaxonomyFile
 from shared.settings import Settings
 
 
-def build(settings: Settings, *, bus: Bus) -> ClassifierService:
+def load_engine(settings: Settings) -> tuple[Engine, TaxonomyFile]:
+    """The configured engine and the taxonomy file it reloads: a broken model or taxonomy is a
+    ConfigError here, before the process connects to anything."""
     taxonomy = TaxonomyFile(settings.taxonomy_file)
-    engine = build_engine(settings, taxonomy.taxonomy)
+    return build_engine(settings, taxonomy.taxonomy), taxonomy
+
+
+def build(
+    settings: Settings, *, bus: Bus, loaded: tuple[Engine, TaxonomyFile] | None = None
+) -> ClassifierService:
+    engine, taxonomy = loaded or load_engine(settings)
     return ClassifierService(settings=settings, bus=bus, engine=engine, taxonomy=taxonomy)

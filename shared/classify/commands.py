@@ -80,6 +80,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "beside its artifact (<artifact>.encoder/), without tuning again (implies --finetune)",
     )
     train.add_argument(
+        "--no-distil",
+        action="store_true",
+        help="fit the cascade's fast heads on the labels instead of the accurate heads' answers",
+    )
+    train.add_argument(
         "--tweets", type=int, help="train on this many SemEval tweets, chosen at random (default: all)"
     )
     train.add_argument(
@@ -168,6 +173,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         finetune=args.finetune or args.encoder is not None,
         finetune_epochs=args.finetune_epochs,
         encoder_dir=args.encoder,
+        distil=not args.no_distil,
         max_tokens=args.max_tokens,
         tweets=args.tweets,
     )

@@ -97,6 +97,9 @@ class TrainingOptions:
     # an encoder an earlier `--finetune` run left beside its artifact (<artifact>.encoder/): the heads and
     # the cascade policy are fitted again on it, without tuning again
     encoder_dir: Path | None = None
+    # the fast heads learn the accurate heads' answers (on every text) rather than the labels: the cascade
+    # then settles more mentions at the same agreement
+    distil: bool = True
 
 
 # Texts whose tuned-encoder vectors (computed by torch) are stored in a fine-tuned artifact, so a test can
@@ -548,11 +551,13 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
     report: dict[str, Any] = {"examples": corpus.counts, "validation": {}}
 
     X_fast, vocabulary = _design(analyses)
-    log.info("fitting the fast heads on %d examples, %d features", X_fast.shape[0], X_fast.shape[1])
-    # Without an encoder these are the model's only heads; with one, the cascade's fast stage.
-    fast = fit_heads(X_fast, examples, weights, is_val, prefix=FAST if options.finetune else "")
-    report["validation"]["fast"] = fast.report
-    heads = dict(fast.heads)
+    heads: dict[str, Head] = {}
+    if not (options.finetune and options.distil):
+        log.info("fitting the fast heads on %d examples, %d features", X_fast.shape[0], X_fast.shape[1])
+        # Without an encoder these are the model's only heads; with one, the cascade's fast stage.
+        fast = fit_heads(X_fast, examples, weights, is_val, prefix=FAST if options.finetune else "")
+        report["validation"]["fast"] = fast.report
+        heads = dict(fast.heads)
     meta: dict[str, Any] = {}
     encoder_onnx: bytes | None = None
     tokenizer_json: str | None = None
@@ -570,9 +575,16 @@ def train(options: TrainingOptions, *, out: Path) -> LinearModel:
         log.info("fitting the accurate heads")
         accurate = fit_heads(X, examples, weights, is_val)
         report["validation"]["accurate"] = accurate.report
+        if options.distil:
+            log.info("fitting the fast heads again, on the accurate heads' answers")
+            fast = fit_heads(
+                X_fast, distil_examples(X, accurate.heads, examples), weights, is_val, prefix=FAST
+            )
+            report["validation"]["fast"] = fast.report
+            heads = dict(fast.heads)
         heads = {name: _widen(h, len(vocabulary)) for name, h in heads.items()} | accurate.heads
         meta["encoder"] = _encoder_record(tuned, options)
-        meta["cascade"] = choose_cascade(X, examples, weights, is_val, vocabulary)
+        meta["cascade"] = choose_cascade(X, examples, weights, is_val, vocabulary, distil=options.distil)
         meta["quantisation"] = compare_quantised(tuned, heads, vocabulary, taxonomy, corpus, options)
         meta["embedder"] = "all-MiniLM-L6-v2+tuned/onnx-int8"
 
@@ -676,8 +688,36 @@ def _encoder_record(tuned: Any, options: TrainingOptions) -> dict[str, Any]:
     }
 
 
+def distil_examples(X: Any, heads: dict[str, Head], examples: list[Example]) -> list[Example]:
+    """The examples relabelled by the accurate heads (sentiment and departments, for every text, labelled
+    or not; intent stays as labelled): what the fast heads learn to answer like the accurate ones."""
+    s = heads["sentiment"]
+    sentiments = (X @ s.weights + s.bias).argmax(axis=1)
+    d = heads["departments"]
+    chosen = 1 / (1 + np.exp(-(X @ d.weights + d.bias))) >= d.thresholds
+    return [
+        Example(
+            text=ex.text,
+            title=ex.title,
+            source=ex.source,
+            sentiment=SENTIMENTS[int(k)],
+            departments=[name for name, on in zip(DEPARTMENT_NAMES, row, strict=True) if on],
+            intent=ex.intent,
+            id=ex.id,
+            corpus=ex.corpus,
+        )
+        for ex, k, row in zip(examples, sentiments, chosen, strict=True)
+    ]
+
+
 def choose_cascade(
-    X: Any, examples: list[Example], weights: np.ndarray, is_val: np.ndarray, vocabulary: dict[str, int]
+    X: Any,
+    examples: list[Example],
+    weights: np.ndarray,
+    is_val: np.ndarray,
+    vocabulary: dict[str, int],
+    *,
+    distil: bool,
 ) -> dict[str, Any]:
     """The cheapest cascade policy whose answers (sentiment, the set of departments) agree with the
     accurate heads' on at least CASCADE_AGREEMENT of the validation examples: both stages fitted on the
@@ -691,9 +731,11 @@ def choose_cascade(
     emb = np.asarray([n.startswith("__emb_") for n in sorted(vocabulary, key=vocabulary.__getitem__)])
     X_fast = X.copy()
     X_fast[:, np.nonzero(emb)[0]] = 0
+    accurate = fit_heads(X[train_rows], sub, weights[train_rows], _some_val(no_val)).heads
+    students = distil_examples(X[train_rows], accurate, sub) if distil else sub
     fits = {
-        "fast": fit_heads(X_fast[train_rows], sub, weights[train_rows], _some_val(no_val)).heads,
-        "accurate": fit_heads(X[train_rows], sub, weights[train_rows], _some_val(no_val)).heads,
+        "fast": fit_heads(X_fast[train_rows], students, weights[train_rows], _some_val(no_val)).heads,
+        "accurate": accurate,
     }
 
     def answers(matrix: Any, hs: dict[str, Head]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -729,6 +771,7 @@ def choose_cascade(
                 }
     chosen = best or {"sentiment_min": 1.01, "department_margin": 1.0, "agreement": 1.0, "escalated": 1.0}
     chosen["target_agreement"] = CASCADE_AGREEMENT
+    chosen["fast_heads"] = "distilled from the accurate heads" if distil else "fitted on the labels"
     chosen["validation_examples"] = len(val_rows)
     log.info("cascade policy: %s", chosen)
     return chosen

@@ -57,8 +57,6 @@ async def test_four_processes_route_every_entry_once(
         # As deployed: keys on, the first admin key provisioned from the environment.
         "MR_API_AUTH": "true",
         "MR_API_BOOTSTRAP_KEY": ADMIN_KEY,
-        # As deployed: the default classifier, the cascade over the committed model.
-        "MR_CLASSIFIER_ENGINE": "cascade",
         "PYTHONUNBUFFERED": "1",
     }
     migrate = await asyncio.to_thread(

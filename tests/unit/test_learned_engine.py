@@ -383,3 +383,62 @@ def test_sentiment_classes_are_balanced_per_corpus() -> None:
     assert class_balance(y) == pytest.approx(
         [12 / (2 * 7) if label == "neutral" else 12 / (2 * 5) for label in y]
     )
+
+
+def test_the_classifier_service_refuses_to_start_on_a_broken_model(tmp_path: Path) -> None:
+    """As an operator sees it: the process exits 2 at once, the log names the file and the fix, and no
+    other engine takes over."""
+    import os
+    import subprocess
+    import sys
+
+    source = Settings().classifier_model
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(source.read_bytes()[:1000])
+    env = {
+        **os.environ,
+        "MR_CLASSIFIER_ENGINE": "cascade",
+        "MR_CLASSIFIER_MODEL": str(broken),
+        "MR_METRICS_PORT": "0",
+        "MR_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",  # never reached: the model is loaded first
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.classifier"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot load model {broken}" in done.stderr and "make train" in done.stderr
+
+
+def test_distilled_examples_carry_the_accurate_heads_answers() -> None:
+    from shared.classify.learned import DEPARTMENT_NAMES, SENTIMENTS, Head
+    from shared.classify.training import Example, distil_examples
+
+    X = np.asarray([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    sentiment = Head(
+        "sentiment", SENTIMENTS, False, np.asarray([[5, 0, 0], [0, 0, 5]], np.float32), np.zeros(3)
+    )
+    weights = np.zeros((2, 5), np.float32)
+    weights[1, DEPARTMENT_NAMES.index("rnd")] = 9
+    departments = Head(
+        "departments",
+        DEPARTMENT_NAMES,
+        True,
+        weights,
+        np.full(5, -3.0, np.float32),
+        np.full(5, 0.5, np.float32),
+    )
+    examples = [
+        Example(text="a tweet", source="tweets", sentiment="neutral"),  # no departments labelled
+        Example(text="a review", source="semeval", departments=["product"], intent="complaint"),
+    ]
+    out = distil_examples(X, {"sentiment": sentiment, "departments": departments}, examples)
+    assert [e.sentiment for e in out] == ["negative", "positive"]
+    assert [e.departments for e in out] == [[], ["rnd"]]
+    assert [e.intent for e in out] == [None, "complaint"]  # intent stays as labelled
+    assert [e.source for e in out] == ["tweets", "semeval"]
