@@ -60,7 +60,7 @@ test: install ## lint, then every test (unit, integration, e2e) against a real K
 	$(MAKE) --no-print-directory lint; \
 	$(BIN)/python -m bench --quick; \
 	$(BIN)/python -m bench.api_bench --quick; \
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=15
 
 test-unit: install ## the fast unit tests only (no broker, no database)
 	$(BIN)/pytest tests/unit

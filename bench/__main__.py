@@ -3,8 +3,10 @@
 Runs, against the real broker and database (from MR_KAFKA_BOOTSTRAP_SERVERS / MR_DATABASE_URL, or
 started by deploy/local/ when those are unset), on a fresh topic prefix and a fresh database:
 the raw produce rate and a bare aiokafka relay (the ceiling), then the pipeline with the classifier and
-router as separate processes. Before those, in this process, the routing rules alone: evaluations per
-second with a 200-rule set (bench/rules.py). Prints a table and writes bench/results/<timestamp>.json.
+router as separate processes, with the default classifier engine and (full runs) with the rules engine;
+then each stage alone (the classifier with both engines) and `mention-router classify` over a file.
+Before those, in this process, the routing rules alone: evaluations per second with a 200-rule set
+(bench/rules.py). Prints a table and writes bench/results/<timestamp>.json.
 
 --quick: small counts, well under two minutes; checks that every mention is stored exactly once under
 load and records the figures, but asserts no timing (`make test` runs it to catch a collapse).
@@ -49,10 +51,14 @@ TARGETS = {
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small counts (well under 2 minutes), no targets")
-    p.add_argument("--count", type=int, help="mentions for the throughput phase (100,000; quick 2,000)")
-    p.add_argument("--relay-count", type=int, help="messages for produce and relay (= count; quick 10,000)")
     p.add_argument(
-        "--rate", type=float, help="offered load of the latency phase, mentions/s (1,000; quick 300)"
+        "--count", type=int, help="mentions for the throughput phase, default engine (20,000; quick 600)"
+    )
+    p.add_argument("--relay-count", type=int, help="messages for produce and relay (100,000; quick 10,000)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        help="offered load of the latency phase, default engine, mentions/s (100; quick 50)",
     )
     p.add_argument("--latency-seconds", type=float, help="length of the latency phase (30; quick 3)")
     # One classifier: on two cores a second one adds no CPU at saturation (the same CPU per mention) and
@@ -90,7 +96,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     # The pipeline runs the default engine (the cascade over the model): a few hundred mentions a second
     # on two cores, so it gets fewer mentions and a lower offered load than the rules line below.
-    count = args.count or (1_000 if quick else 20_000)
+    count = args.count or (600 if quick else 20_000)
     relay_count = args.relay_count or (10_000 if quick else 100_000)
     rate = args.rate or (50.0 if quick else 100.0)
     rules_count = 0 if quick else 100_000
@@ -254,7 +260,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         # The classifier alone (issues 4, 14): generated raw events through classifier processes on Kafka,
         # with the default engine, then with the rules engine (its own line).
         for key, engine, n in (
-            ("classifier", None, 1_000 if quick else 5_000),
+            ("classifier", None, 600 if quick else 5_000),
             ("classifier_rules", "rules", 2_000 if quick else 50_000),
         ):
             classifier_settings = settings.model_copy(
