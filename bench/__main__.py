@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -220,17 +221,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             rules_latency = int(rules_rate * latency_seconds)
             _say(f"pipeline with the rules engine: {rules_count} mentions")
             result["pipeline_rules"] = await run_pipeline(
-                PipelineConfig(
+                dataclasses.replace(
+                    cfg,
                     count=rules_count,
-                    warmup=warmup,
                     latency_rate=rules_rate,
-                    latency_seconds=latency_seconds,
-                    classifiers=args.classifiers,
-                    routers=args.routers,
                     env={**overrides, "MR_CLASSIFIER_ENGINE": "rules"},
                     stall_timeout_s=120.0,
-                    hops=args.hops,
-                    generator_linger_ms=args.generator_linger_ms,
                 ),
                 settings=rules_settings,
                 server_url=server_url,
