@@ -442,3 +442,12 @@ def test_distilled_examples_carry_the_accurate_heads_answers() -> None:
     assert [e.departments for e in out] == [[], ["rnd"]]
     assert [e.intent for e in out] == [None, "complaint"]  # intent stays as labelled
     assert [e.source for e in out] == ["tweets", "semeval"]
+
+
+def test_equal_corpus_weighting_gives_every_corpus_the_same_total() -> None:
+    from shared.classify.training import _equal_corpora
+
+    groups = ["tweets"] * 90 + ["laptops"] * 8 + ["project"] * 2
+    w = _equal_corpora(groups)
+    totals = {g: sum(x for x, h in zip(w, groups, strict=True) if h == g) for g in set(groups)}
+    assert totals == pytest.approx(dict.fromkeys(totals, 100 / 3))
