@@ -302,6 +302,18 @@ def finetune(
     )
 
 
+def _macro_f1(gold: Sequence[Any], pred: Sequence[Any]) -> float:
+    """Macro-F1 by the evaluation module's rules: class indices, or one 0/1 per department."""
+    from shared.classify.evaluation import score_field
+
+    def labels(value: Any) -> str | list[str]:
+        return str(value) if isinstance(value, int) else [str(k) for k, on in enumerate(value) if on]
+
+    if not gold:
+        return 0.0
+    return score_field("x", [labels(g) for g in gold], [labels(p) for p in pred]).macro_f1
+
+
 def _validate(
     torch: Any,
     encoder: Any,
@@ -333,32 +345,9 @@ def _validate(
                     d_pred.append([1.0 if p >= 0.5 else 0.0 for p in d_probs[row]])
     encoder.train()
     return {
-        "sentiment_macro_f1": round(_macro(s_gold, s_pred), 4),
-        "departments_macro_f1": round(_multi_macro(d_gold, d_pred), 4),
+        "sentiment_macro_f1": round(_macro_f1(s_gold, s_pred), 4),
+        "departments_macro_f1": round(_macro_f1(d_gold, d_pred), 4),
     }
-
-
-def _macro(gold: list[int], pred: list[int]) -> float:
-    labels = sorted(set(gold))
-    f1s = []
-    for label in labels:
-        tp = sum(g == label and p == label for g, p in zip(gold, pred, strict=True))
-        fp = sum(g != label and p == label for g, p in zip(gold, pred, strict=True))
-        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(f1s) / len(f1s) if f1s else 0.0
-
-
-def _multi_macro(gold: list[list[float]], pred: list[list[float]]) -> float:
-    if not gold:
-        return 0.0
-    f1s = []
-    for k in range(len(gold[0])):
-        tp = sum(g[k] == 1 and p[k] == 1 for g, p in zip(gold, pred, strict=True))
-        fp = sum(g[k] == 0 and p[k] == 1 for g, p in zip(gold, pred, strict=True))
-        fn = sum(g[k] == 1 and p[k] == 0 for g, p in zip(gold, pred, strict=True))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(f1s) / len(f1s)
 
 
 def export_onnx(torch: Any, encoder: Any) -> tuple[bytes, bytes]:

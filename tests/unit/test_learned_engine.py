@@ -451,3 +451,11 @@ def test_equal_corpus_weighting_gives_every_corpus_the_same_total() -> None:
     w = _equal_corpora(groups)
     totals = {g: sum(x for x, h in zip(w, groups, strict=True) if h == g) for g in set(groups)}
     assert totals == pytest.approx(dict.fromkeys(totals, 100 / 3))
+
+
+def test_fine_tuning_scores_epochs_by_the_evaluation_modules_macro_f1() -> None:
+    from shared.classify.finetune import _macro_f1
+
+    assert _macro_f1([0, 1, 2, 1], [0, 1, 1, 1]) == pytest.approx((1 + 0.8 + 0) / 3)
+    assert _macro_f1([[1, 0, 0], [0, 1, 1]], [[1, 0, 0], [0, 1, 0]]) == pytest.approx(2 / 3)
+    assert _macro_f1([], []) == 0.0
