@@ -123,8 +123,9 @@ def _rule(rng: random.Random, i: int, topics: Sequence[str], sources: Sequence[s
             "query",
             "escalation",
             "learned",
+            "unsuggested",
         ],
-        weights=[8, 20, 8, 10, 4, 5, 8, 12, 4, 14, 3],
+        weights=[8, 20, 8, 10, 4, 5, 8, 12, 4, 14, 3, 3],
     )[0]
     when: dict[str, Any] = {}
     if kind in ("topic", "topic+", "escalation"):
@@ -181,6 +182,10 @@ def _rule(rng: random.Random, i: int, topics: Sequence[str], sources: Sequence[s
             when["min_influence"] = rng.choice([2, 3])
     elif kind == "learned":
         when["departments_any"] = [rng.choice(DEPARTMENTS)]
+    elif kind == "unsuggested":
+        # a keyword rule that decides only when the classifier suggested no department
+        when["topics_any"] = _condition(rng, "topics_any", topics, sources)
+        when["departments_none"] = list(DEPARTMENTS)
     route = [
         {
             "department": d,

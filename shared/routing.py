@@ -64,6 +64,7 @@ CONDITIONS: tuple[str, ...] = (
     "keywords_any",
     "text_query",
     "departments_any",
+    "departments_none",
 )
 _LIST_CONDITIONS = frozenset(CONDITIONS) - {
     "min_score",
@@ -233,6 +234,9 @@ class Rule:
     text_query: str | None = None
     # departments a learned engine suggested (Classification.departments)
     departments_any: tuple[str, ...] = ()
+    # departments it did not suggest: with all five, "the classifier suggested nothing" (always so
+    # with the rule engine), which lets keyword rules decide only where the model has no opinion
+    departments_none: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     stop: bool = False
     description: str = ""
@@ -344,6 +348,10 @@ class Rule:
             if not hit:
                 return None
             held.append(f"departments_any: {', '.join(hit)} (suggested)")
+        if self.departments_none:
+            if any(d in f.departments for d in self.departments_none):
+                return None
+            held.append(f"departments_none: none of {', '.join(self.departments_none)} suggested")
         return tuple(held) if held else ("always (no conditions)",)
 
 
@@ -611,6 +619,12 @@ def _parse_rule(raw: Any, index: int, where: str, topics: frozenset[str] | None)
     any_ = values.get("topics_any", ())
     if any_ and all(t in values.get("topics_none", ()) for t in any_):
         raise fail("can never match (every topic of topics_any is in topics_none)", "when.topics_none")
+    suggested = values.get("departments_any", ())
+    if suggested and all(d in values.get("departments_none", ()) for d in suggested):
+        raise fail(
+            "can never match (every department of departments_any is in departments_none)",
+            "when.departments_none",
+        )
     return Rule(name=name, targets=targets, tags=tags, stop=stop, description=description, **values)
 
 
@@ -658,12 +672,14 @@ _VOCABULARY: dict[str, frozenset[str]] = {
     "intent_in": frozenset(i.value for i in Intent),
     "kind_in": frozenset(k.value for k in MentionKind),
     "departments_any": frozenset(DEPARTMENTS),
+    "departments_none": frozenset(DEPARTMENTS),
 }
 _WHAT = {
     "sentiment_in": "sentiment",
     "intent_in": "intent",
     "kind_in": "kind",
     "departments_any": "department",
+    "departments_none": "department",
 }
 
 
@@ -768,6 +784,8 @@ def _covers(a: Rule, b: Rule) -> bool:
     if a.topics_all and not set(a.topics_all) <= required:
         return False
     if a.topics_none and not set(a.topics_none) <= set(b.topics_none):
+        return False
+    if a.departments_none and not set(a.departments_none) <= set(b.departments_none):
         return False
     for key in ("sentiment_in", "intent_in", "language_in", "kind_in", "source_in", "departments_any"):
         mine, theirs = getattr(a, key), getattr(b, key)
@@ -1021,6 +1039,10 @@ class _Compiled:
         self.topic_masks: dict[frozenset[str], int] = {}
 
         self.departments = _Values(rules, lambda r: r.departments_any)
+        self.unsuggested: dict[str, int] = {}  # per department, the rules it must not be suggested for
+        for i, r in enumerate(rules):
+            for d in r.departments_none:
+                self.unsuggested[d] = self.unsuggested.get(d, 0) | 1 << i
         self.department_masks: dict[frozenset[str], int] = {}
         self.sentiment = _Values(rules, lambda r: r.sentiment_in)
         self.intent = _Values(rules, lambda r: r.intent_in)
@@ -1080,6 +1102,8 @@ class _Compiled:
         mask = self.departments.free
         for d in departments:
             mask |= self.departments.by_value.get(d, 0)
+        for d in departments:
+            mask &= ~self.unsuggested.get(d, 0)
         if len(self.department_masks) >= 64:
             self.department_masks.clear()
         self.department_masks[departments] = mask
@@ -1112,7 +1136,7 @@ class _Compiled:
             cand &= self.influence.mask(mention.influence)
         if self.author.used:
             cand &= self.author.by_value.get(mention.author.strip().casefold(), self.author.free)
-        if self.departments.used:
+        if self.departments.used or self.unsuggested:
             departments = frozenset([d.name for d in c.departments])
             mask = self.department_masks.get(departments)
             cand &= mask if mask is not None else self._department_mask(departments)

@@ -64,7 +64,10 @@ def rule_matches(rule: Rule, mention: Mention, c: Classification) -> bool:
         return False
     if rule.text_query is not None and not _query(rule.text_query).matches(text):
         return False
-    return not rule.departments_any or any(d.name.value in rule.departments_any for d in c.departments)
+    suggested = {d.name.value for d in c.departments}
+    if rule.departments_none and suggested & set(rule.departments_none):
+        return False
+    return not rule.departments_any or bool(suggested & set(rule.departments_any))
 
 
 def reference_evaluate(rules: RuleSet, mention: Mention, c: Classification) -> Decision:

@@ -399,6 +399,8 @@ CONDITION_CASES: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = [
         {"text": "acmecloud jobs"},
     ),
     ({"departments_any": ["product"]}, {"suggested": ("product",)}, {"suggested": ("rnd",)}),
+    ({"departments_none": ["product"]}, {"suggested": ("rnd",)}, {"suggested": ("rnd", "product")}),
+    ({"departments_none": [d.value for d in Department]}, {"suggested": ()}, {"suggested": ("marketing",)}),
 ]
 
 
@@ -523,6 +525,7 @@ RICH: dict[str, Any] = {
                 "keywords_any": ["crash", "data   loss"],
                 "text_query": '"tessellate boards" OR tessellate -jobs',
                 "departments_any": ["rnd"],
+                "departments_none": ["pr"],
             },
             "route": [{"department": "rnd", "priority": "P1", "sla_minutes": 30}, {"department": "support"}],
             "tags": ["a", "b"],
@@ -671,6 +674,10 @@ def test_a_bad_priority_names_the_rule(priority: Any) -> None:
             {"topics_any": ["bug", "press"], "topics_none": ["press", "bug", "crisis"]},
             "can never match (every topic of topics_any is in topics_none)",
         ),
+        (
+            {"departments_any": ["pr"], "departments_none": ["pr", "rnd"]},
+            "can never match (every department of departments_any is in departments_none)",
+        ),
         ({"topics_any": None}, "`topics_any` is empty: give it a value or remove it"),
     ],
 )
@@ -702,6 +709,7 @@ def test_a_rule_after_an_unconditional_stop_is_unreachable() -> None:
         ({"keywords_any": ["help", "fix"]}, {"keywords_any": ["HELP"], "topics_any": ["bug"]}),
         ({"text_query": "a OR b"}, {"text_query": "a OR b", "language_in": ["en"]}),
         ({"departments_any": ["rnd", "pr"]}, {"departments_any": ["pr"]}),
+        ({"departments_none": ["pr"]}, {"departments_none": ["pr", "rnd"]}),
     ],
 )
 def test_a_rule_shadowed_by_an_earlier_stop_rule_is_refused(
@@ -885,3 +893,25 @@ def test_loose_values_are_refused(rule: dict[str, object], message: str) -> None
     base.update(rule)
     with pytest.raises(RuleError, match=re.escape(message)):
         RuleSet.from_dict({"fallback": {"department": "marketing"}, "rules": [base]})
+
+
+@pytest.mark.parametrize(
+    ("topics", "suggested", "expected"),
+    [
+        # the model has an opinion: the keyword topic rules step back...
+        (("praise",), ("support",), {"support"}),
+        (("bug", "how_to"), ("product",), {"product"}),
+        (("pricing",), ("rnd", "support"), {"rnd", "support"}),
+        # ...but a security problem reaches R&D and PR whatever the model says
+        (("security",), ("support",), {"support", "rnd", "pr"}),
+        # no opinion (and always with the rule engine): the topic rules decide as before
+        (("praise",), (), {"marketing"}),
+        (("bug", "how_to"), (), {"rnd", "support"}),
+        ((), (), {"marketing"}),  # the fallback
+    ],
+)
+def test_the_default_topic_rules_decide_only_where_the_model_suggests_no_department(
+    defaults: RuleSet, topics: tuple[str, ...], suggested: tuple[str, ...], expected: set[str]
+) -> None:
+    decision = _route(defaults, *topics, suggested=suggested)
+    assert {d.value for d in decision.departments} == expected

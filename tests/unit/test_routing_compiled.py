@@ -114,6 +114,7 @@ def _random_rule(rng: random.Random, i: int, stop_share: float) -> dict[str, Any
                 "keywords_any",
                 "text_query",
                 "departments_any",
+                "departments_none",
             ]
         )
         pools: dict[str, list[str]] = {
@@ -128,6 +129,7 @@ def _random_rule(rng: random.Random, i: int, stop_share: float) -> dict[str, Any
             "author_in": [a for a in AUTHORS if a] + ["dana whitfield"],
             "keywords_any": KEYWORDS,
             "departments_any": list(DEPARTMENTS),
+            "departments_none": list(DEPARTMENTS),
         }
         if key in pools:
             when[key] = rng.sample(pools[key], rng.randint(1, min(3, len(pools[key]))))
@@ -233,7 +235,8 @@ def test_compiled_agrees_with_the_reference_on_random_rule_sets() -> None:
 
 
 def test_compiled_agrees_with_the_reference_on_200_rules() -> None:
-    rng = random.Random(7)
+    # (a seed whose random rules are not mostly shadowed by an early condition-less stop rule)
+    rng = random.Random(9)
     rules = _random_rule_set(rng, 220, stop_share=0.02)
     assert len(rules) >= 150
     for _ in range(1500):
