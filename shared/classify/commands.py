@@ -91,6 +91,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--max-tokens", type=int, default=128, help="word pieces the encoder reads of a text (default 128)"
     )
     train.add_argument(
+        "--finetune-weighting",
+        choices=["size", "sqrt", "equal"],
+        default="size",
+        help="the corpora's weight in the fine-tuning loss: by size (default), by its square root, or equal",
+    )
+    train.add_argument(
         "--finetune-epochs",
         type=int,
         default=2,
@@ -172,6 +178,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         taxonomy_file=settings.taxonomy_file,
         finetune=args.finetune or args.encoder is not None,
         finetune_epochs=args.finetune_epochs,
+        finetune_weighting=args.finetune_weighting,
         encoder_dir=args.encoder,
         distil=not args.no_distil,
         max_tokens=args.max_tokens,

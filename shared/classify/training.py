@@ -91,6 +91,10 @@ class TrainingOptions:
     # its int8 ONNX graph goes into the artifact and its vectors are features of the accurate heads
     finetune: bool = False
     finetune_epochs: int = 2
+    # how the corpora's sentiment examples weigh in the fine-tuning loss: "size" (each example the same:
+    # the 48,674 tweets dominate), "sqrt" (a corpus's total weight grows with the root of its size) or
+    # "equal" (every corpus the same total)
+    finetune_weighting: str = "size"
     max_tokens: int = 128
     # tweets to train on (None: all 48,674); a smaller number makes a quick run
     tweets: int | None = None
@@ -552,8 +556,19 @@ def fit_heads(
 
 def _equal_corpora(groups: list[str]) -> np.ndarray:
     """Per-example factors that give every corpus the same total weight."""
+    return corpus_factors(groups, "equal")
+
+
+def corpus_factors(groups: list[str], weighting: str) -> np.ndarray:
+    """Per-example factors, averaging 1, that give each corpus a total weight proportional to its size
+    ("size": all 1), to the square root of its size ("sqrt") or the same for all ("equal")."""
+    if weighting not in ("size", "sqrt", "equal"):
+        raise ValueError(f"unknown corpus weighting {weighting!r}: size, sqrt or equal")
     counts = Counter(groups)
-    return np.asarray([len(groups) / (len(counts) * counts[g]) for g in groups])
+    power = {"size": 1.0, "sqrt": 0.5, "equal": 0.0}[weighting]
+    total = {g: n**power for g, n in counts.items()}
+    scale = len(groups) / sum(total.values())
+    return np.asarray([scale * total[g] / counts[g] for g in groups])
 
 
 def train(options: TrainingOptions, *, out: Path) -> LinearModel:
@@ -696,6 +711,7 @@ def _encoder_record(tuned: Any, options: TrainingOptions) -> dict[str, Any]:
         "max_tokens": options.max_tokens,
         "head_tokens": int8.head_tokens,
         "epochs": options.finetune_epochs,
+        "corpus_weighting": options.finetune_weighting,
         "best_epoch": tuned.best_epoch,
         "validation_by_epoch": tuned.epochs,
         "check": {
@@ -863,13 +879,12 @@ def _finetune(
     from shared.classify.finetune import TuningExample, finetune
 
     s_rows = [i for i in range(len(examples)) if examples[i].sentiment]
+    s_groups = [examples[i].corpus or examples[i].source for i in s_rows]
     balance = dict(
         zip(
             s_rows,
-            class_balance(
-                [examples[i].sentiment or "" for i in s_rows],
-                [examples[i].corpus or examples[i].source for i in s_rows],
-            ),
+            class_balance([examples[i].sentiment or "" for i in s_rows], s_groups)
+            * corpus_factors(s_groups, options.finetune_weighting),
             strict=True,
         )
     )

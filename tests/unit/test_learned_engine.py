@@ -453,6 +453,30 @@ def test_equal_corpus_weighting_gives_every_corpus_the_same_total() -> None:
     assert totals == pytest.approx(dict.fromkeys(totals, 100 / 3))
 
 
+_SQRT = 9 + 4 + 3**0.5  # the roots of 81, 16 and 3
+
+
+@pytest.mark.parametrize(
+    ("weighting", "expected"),
+    [
+        ("size", {"tweets": 81, "laptops": 16, "project": 3}),
+        ("sqrt", {"tweets": 900 / _SQRT, "laptops": 400 / _SQRT, "project": 100 * 3**0.5 / _SQRT}),
+    ],
+)
+def test_fine_tuning_weighs_corpora_by_size_or_by_its_square_root(
+    weighting: str, expected: dict[str, float]
+) -> None:
+    from shared.classify.training import corpus_factors
+
+    groups = ["tweets"] * 81 + ["laptops"] * 16 + ["project"] * 3
+    w = corpus_factors(groups, weighting)
+    totals = {g: sum(x for x, h in zip(w, groups, strict=True) if h == g) for g in set(groups)}
+    assert totals == pytest.approx(expected)
+    assert w.mean() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown corpus weighting"):
+        corpus_factors(groups, "log")
+
+
 def test_fine_tuning_scores_epochs_by_the_evaluation_modules_macro_f1() -> None:
     from shared.classify.finetune import _macro_f1
 
