@@ -463,8 +463,17 @@ def test_explain_names_each_matched_rule_and_the_conditions_that_held(defaults: 
     assert trace["security-to-rnd-and-pr"].index == 1
     assert trace["security-to-rnd-and-pr"].conditions == ("topics_any: security",)
     assert [t.department.value for t in trace["security-to-rnd-and-pr"].targets] == ["rnd", "pr"]
-    assert trace["bug-question-to-support"].conditions == ("topics_any: bug", "intent_in: question")
-    assert trace["bug-help-request-to-support"].conditions == ("topics_any: bug", "keywords_any: anyone else")
+    unsuggested = "departments_none: none of marketing, pr, support, rnd, product suggested"
+    assert trace["bug-question-to-support"].conditions == (
+        "topics_any: bug",
+        "intent_in: question",
+        unsuggested,
+    )
+    assert trace["bug-help-request-to-support"].conditions == (
+        "topics_any: bug",
+        "keywords_any: anyone else",
+        unsuggested,
+    )
     assert trace["negative-from-influential-source"].conditions == (
         "sentiment_in: negative",
         "min_influence: influence 3 >= 3",
