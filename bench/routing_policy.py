@@ -14,10 +14,11 @@ import random
 from typing import Any
 
 from shared.classify.batch import to_mention
+from shared.classify.corpus import load_corpus
 from shared.classify.evaluation import score_field
 from shared.classify.factory import build_engine
 from shared.classify.taxonomy import Taxonomy
-from shared.classify.training import TrainingOptions, load_corpus
+from shared.classify.training import TrainingOptions
 from shared.events import Department
 from shared.routing import RuleSet
 from shared.settings import REPO_ROOT, ClassifierEngineKind, Settings

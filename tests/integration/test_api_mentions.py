@@ -20,7 +20,7 @@ from services.api.schemas import MentionPage
 from services.router.service import RouterService
 from shared.bus import MemoryBus, Record
 from shared.bus.codec import encode
-from shared.classify.training import load_db_corrections
+from shared.classify.corpus import load_db_corrections
 from shared.db import create_engine, session_factory
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings

@@ -12,9 +12,11 @@ import pytest
 
 from services.cli import main
 from shared.classify import Taxonomy
+from shared.classify.corpus import semeval_department
 from shared.classify.factory import build_engine
+from shared.classify.heads import class_balance
 from shared.classify.learned import CascadeEngine, CascadePolicy, LearnedEngine, LinearModel, load_model
-from shared.classify.training import TrainingOptions, class_balance, semeval_department, train
+from shared.classify.training import TrainingOptions, train
 from shared.errors import ConfigError
 from shared.events import Classification, Mention
 from shared.settings import REPO_ROOT, ClassifierEngineKind, Settings
@@ -416,8 +418,9 @@ def test_the_classifier_service_refuses_to_start_on_a_broken_model(tmp_path: Pat
 
 
 def test_distilled_examples_carry_the_accurate_heads_answers() -> None:
+    from shared.classify.corpus import Example
+    from shared.classify.heads import distil_examples
     from shared.classify.learned import DEPARTMENT_NAMES, SENTIMENTS, Head
-    from shared.classify.training import Example, distil_examples
 
     X = np.asarray([[1.0, 0.0], [0.0, 1.0]], np.float32)
     sentiment = Head(
@@ -445,7 +448,7 @@ def test_distilled_examples_carry_the_accurate_heads_answers() -> None:
 
 
 def test_equal_corpus_weighting_gives_every_corpus_the_same_total() -> None:
-    from shared.classify.training import _equal_corpora
+    from shared.classify.heads import _equal_corpora
 
     groups = ["tweets"] * 90 + ["laptops"] * 8 + ["project"] * 2
     w = _equal_corpora(groups)
@@ -466,7 +469,7 @@ _SQRT = 9 + 4 + 3**0.5  # the roots of 81, 16 and 3
 def test_fine_tuning_weighs_corpora_by_size_or_by_its_square_root(
     weighting: str, expected: dict[str, float]
 ) -> None:
-    from shared.classify.training import corpus_factors
+    from shared.classify.heads import corpus_factors
 
     groups = ["tweets"] * 81 + ["laptops"] * 16 + ["project"] * 3
     w = corpus_factors(groups, weighting)
