@@ -1,106 +1,23 @@
-"""`mention-router`: the command line. The one place, with the embedded runner, that assembles services."""
+"""`mention-router`: the command line. It dispatches: each service's process is built by its own
+composition root (`services/<name>/bootstrap.py`), the one-process default by services/embedded.py."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.errors import ConfigError, is_transient
+from shared.errors import ConfigError
 from shared.logs import setup_logging
 from shared.settings import Settings
 
 log = logging.getLogger("mention_router")
 
-
-async def _serve_stage(name: str, settings: Settings, *, started: asyncio.Event | None = None) -> None:
-    """Run one of ingest, classifier, router against the configured bus and database until SIGTERM."""
-    from shared.bus import build_bus
-    from shared.signals import install_stop_signals
-
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    loaded = None
-    if name == "classifier":
-        from services.classifier.bootstrap import load_engine
-
-        # The model first: a missing or broken artifact stops the process at once, naming the file,
-        # instead of after the broker has answered.
-        loaded = load_engine(settings)
-    bus = build_bus(settings)
-    delay = 0.5
-    while True:
-        try:
-            await bus.start()
-            break
-        except Exception as exc:
-            if not is_transient(exc) or stop.is_set():
-                raise
-            log.warning("%s: bus not reachable (%s); retrying in %.1fs", name, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-    if started is not None:
-        started.set()
-    if name == "classifier":
-        # No database: the classifier never opens one, and SQLAlchemy with asyncpg would cost it ~27 MB.
-        from services.classifier.bootstrap import build as build_classifier
-
-        try:
-            await build_classifier(settings, bus=bus, loaded=loaded).run(stop)
-        finally:
-            await bus.stop()
-        log.info("%s stopped", name)
-        return
-    from shared.db import create_engine
-
-    # A statement of a stage's batch that has not answered in a minute will not: fail it, and retry.
-    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size, command_timeout=60.0)
-    try:
-        if name == "ingest":
-            from services.ingest.bootstrap import build as build_ingest
-
-            await build_ingest(settings, bus=bus, engine=engine).run(stop)
-        else:
-            from services.router.bootstrap import build as build_router
-
-            await build_router(settings, bus=bus, engine=engine).run(stop)
-    finally:
-        await bus.stop()
-        await engine.dispose()
-    log.info("%s stopped", name)
-
-
-async def _serve_stage_observed(name: str, settings: Settings) -> None:
-    """A stage with /metrics, /healthz and /readyz (ready once the bus is connected) on MR_METRICS_PORT."""
-    from shared.metrics import MetricsServer, initialise
-
-    initialise([name])
-    started = asyncio.Event()
-    if not settings.metrics_port:
-        await _serve_stage(name, settings, started=started)
-        return
-    server = MetricsServer(host=settings.metrics_host, port=settings.metrics_port, ready=started.is_set)
-    try:
-        await server.start()
-    except OSError as exc:
-        # In a container the port is the process's own; on a shared host (several stages started by
-        # hand) the first one takes it and the others go on without, rather than refuse to start.
-        log.warning(
-            "%s: cannot serve metrics on %s:%d (%s); set MR_METRICS_PORT to another port, or 0",
-            name,
-            settings.metrics_host,
-            settings.metrics_port,
-            exc.strerror or exc,
-        )
-        await _serve_stage(name, settings, started=started)
-        return
-    try:
-        await _serve_stage(name, settings, started=started)
-    finally:
-        await server.stop()
+SERVICES = ("ingest", "classifier", "router", "api")
 
 
 def _cmd_topics_create(settings: Settings, args: argparse.Namespace) -> None:
@@ -134,24 +51,6 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
     asyncio.run(main())
     log.info("stopped")
-
-
-async def _serve_api(settings: Settings) -> None:
-    import uvicorn
-
-    from services.api.app import create_app
-    from services.embedded import QuietSignalsServer
-    from shared.signals import install_stop_signals
-
-    server = QuietSignalsServer(
-        uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
-    )
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    serving = asyncio.create_task(server.serve())
-    await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    await serving
 
 
 def _cmd_sources_import(settings: Settings, path: Path) -> None:
@@ -210,10 +109,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if args.command == "run":
             _cmd_run(args)
-        elif args.command in ("ingest", "classifier", "router"):
-            asyncio.run(_serve_stage_observed(args.command, settings))
-        elif args.command == "api":
-            asyncio.run(_serve_api(settings))
+        elif args.command in SERVICES:
+            # each service's composition root; this module only dispatches
+            bootstrap = importlib.import_module(f"services.{args.command}.bootstrap")
+            asyncio.run(bootstrap.serve(settings))
         elif args.command == "migrate":
             from shared.db import migrate
 

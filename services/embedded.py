@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -14,7 +11,7 @@ from sqlalchemy import delete, exists, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.app import create_app
-from services.api.stream import close_streams
+from services.api.server import QuietSignalsServer
 from services.classifier import bootstrap as classifier_bootstrap
 from services.ingest import bootstrap as ingest_bootstrap
 from services.router import bootstrap as router_bootstrap
@@ -27,20 +24,6 @@ from shared.sources import add_source, load_sources_file
 log = logging.getLogger(__name__)
 
 EXAMPLE_SOURCES = REPO_ROOT / "examples" / "sources.yaml"
-
-
-class QuietSignalsServer(uvicorn.Server):
-    # The runner owns SIGINT/SIGTERM and stops every service, the API among them (uvicorn's own
-    # handling would re-raise the signal after shutdown and end the process with -15).
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        # Open event streams (GET /v1/stream) never end by themselves, and uvicorn waits for open
-        # responses: ask them to end (they notice after the listening sockets are closed).
-        close_streams(self.config.app)
-        await super().shutdown(sockets)
 
 
 def embedded_settings(**overrides: object) -> Settings:

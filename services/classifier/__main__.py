@@ -1,6 +1,6 @@
 """`python -m services.classifier`: the classifier service on its own, against Kafka and the database."""
 
-from services.cli import main
+from services.classifier.bootstrap import main
 
 if __name__ == "__main__":
-    main(["classifier"])
+    main()

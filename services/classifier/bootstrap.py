@@ -1,4 +1,4 @@
-"""Composition root of the classifier."""
+"""Composition root of the classifier: everything `python -m services.classifier` runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from shared.bus import Bus
 from shared.classify import Engine
 from shared.classify.factory import build_engine
 from shared.classify.reload import TaxonomyFile
+from shared.process import run_process, serve_stage_observed
 from shared.settings import Settings
 
 
@@ -22,3 +23,17 @@ def build(
 ) -> ClassifierService:
     engine, taxonomy = loaded or load_engine(settings)
     return ClassifierService(settings=settings, bus=bus, engine=engine, taxonomy=taxonomy)
+
+
+async def serve(settings: Settings) -> None:
+    """The classifier service until SIGTERM. The model first: a missing or broken artifact stops the
+    process at once, naming the file, instead of after the broker has answered. No database: the
+    classifier never opens one (SQLAlchemy with asyncpg would cost it ~27 MB)."""
+    loaded = load_engine(settings)
+    await serve_stage_observed(
+        "classifier", settings, lambda bus, _: build(settings, bus=bus, loaded=loaded), database=False
+    )
+
+
+def main() -> None:
+    run_process(serve)

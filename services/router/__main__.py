@@ -1,6 +1,6 @@
 """`python -m services.router`: the router service on its own, against Kafka and the database."""
 
-from services.cli import main
+from services.router.bootstrap import main
 
 if __name__ == "__main__":
-    main(["router"])
+    main()

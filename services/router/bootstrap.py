@@ -1,4 +1,4 @@
-"""Composition root of the router."""
+"""Composition root of the router: everything `python -m services.router` runs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from services.router.service import RouterService
 from shared.bus import Bus
 from shared.classify import Taxonomy
 from shared.db import session_factory
+from shared.process import run_process, serve_stage_observed
 from shared.settings import Settings
 
 
@@ -16,3 +17,14 @@ def build(settings: Settings, *, bus: Bus, engine: AsyncEngine) -> RouterService
     `settings.routing_file` the first time), validating rule sets against the taxonomy's topics."""
     topics = Taxonomy.from_file(settings.taxonomy_file).topics
     return RouterService(settings=settings, bus=bus, sessions=session_factory(engine), known_topics=topics)
+
+
+async def serve(settings: Settings) -> None:
+    """The router service, against the configured bus and database, until SIGTERM."""
+    await serve_stage_observed(
+        "router", settings, lambda bus, engine: build(settings, bus=bus, engine=engine), database=True
+    )
+
+
+def main() -> None:
+    run_process(serve)

@@ -20,7 +20,7 @@ from aiokafka.admin.records_to_delete import RecordsToDelete
 
 from services.api.app import create_app
 from services.api.stream import decode_event_id
-from services.embedded import QuietSignalsServer
+from services.api.server import QuietSignalsServer
 from shared.apikeys import create_key, revoke
 from shared.bus import MemoryBus, OutMessage
 from shared.bus.base import partition_for
