@@ -98,10 +98,15 @@ class Settings(BaseSettings):
     ingest_http_timeout_s: float = Field(default=15.0, gt=0)
     ingest_max_feed_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     ingest_concurrency: int = Field(default=8, ge=1)
-    # file:// sources are for the bundled examples of the embedded default only.
+    # file:// sources (the bundled examples of `mention-router run`, which turns this on): only sources an
+    # operator registered (`sources import`, never the API or a URL found in a feed), and only files under
+    # `ingest_file_root` (symbolic links resolved).
     ingest_allow_file_urls: bool = False
-    # Addresses or CIDR networks a source may resolve to although they are loopback/private/link-local
-    # (comma-separated, e.g. "10.20.0.0/16"); everything else of that kind is refused (SSRF).
+    ingest_file_root: Path = REPO_ROOT / "examples"
+    # Addresses or CIDR networks a source may resolve to although they are not globally reachable
+    # (loopback, private, shared 100.64/10, link-local, unique-local, and 6to4/Teredo/NAT64 addresses
+    # wrapping them; comma-separated, e.g. "10.20.0.0/16"); everything else of that kind is refused
+    # (SSRF), at registration, at connect time and on every redirect (docs/operations.md).
     ingest_allowed_networks: str = ""
     ingest_per_host_concurrency: int = Field(default=2, ge=1)
     # A replica holds a source for this long while it polls it; another replica may take it after.
@@ -158,7 +163,8 @@ class Settings(BaseSettings):
     webhook_worker: bool = True
     # Plain http:// endpoints (development and tests only); otherwise https is required.
     webhook_allow_http: bool = False
-    # Like ingest_allowed_networks, for endpoints: internal addresses an endpoint may resolve to (SSRF).
+    # Like ingest_allowed_networks, for endpoints: addresses that are not globally reachable which an
+    # endpoint may resolve to (SSRF); checked at registration and on every connection.
     webhook_allowed_networks: str = ""
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     # A delivery is tried this often before it is `dead`; the waits between the attempts (seconds, each
