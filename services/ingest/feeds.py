@@ -14,7 +14,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
-from urllib.request import url2pathname
 
 import feedparser
 import httpx
@@ -23,6 +22,7 @@ from services.ingest import fastfeed
 from shared.canonical import canonical_url
 from shared.classify import language_or_none
 from shared.events import Mention, MentionKind, mention_id
+from shared.netguard import UnsafeURL, local_file
 
 _WS = re.compile(r"\s+")
 # A mention's title and text are cut to these lengths (the push API's limits): an entry of megabytes would
@@ -112,16 +112,24 @@ async def fetch(
     source: SourceInfo,
     *,
     max_bytes: int,
-    allow_file_urls: bool,
+    file_root: Path | None,
     url: str | None = None,
 ) -> FetchResult:
-    """GET the feed with conditional headers and a size cap (counted after gzip/deflate decoding)."""
+    """GET the feed with conditional headers and a size cap (counted after gzip/deflate decoding).
+
+    A file:// URL is read only when it is the source's own URL (an operator registered it: never one found
+    in remote content, a discovered comment feed included), and only under `file_root` (None: not at all)."""
     url = url or source.url
     scheme = urlsplit(url).scheme.lower()
     if scheme == "file":
-        if not allow_file_urls:
+        if url != source.url or source.parent_id is not None:
+            raise FeedError(f"{url}: a file:// URL found in remote content is never read")
+        if file_root is None:
             raise FeedError("file:// sources are disabled (MR_INGEST_ALLOW_FILE_URLS)")
-        path = Path(url2pathname(urlsplit(url).path))
+        try:
+            path = local_file(url, file_root)
+        except UnsafeURL as exc:
+            raise FeedError(str(exc)) from exc
         try:
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:

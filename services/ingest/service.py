@@ -42,7 +42,7 @@ from shared.db import FingerprintRow, SeenEntryRow, SourceRow, insert_ignore
 from shared.errors import is_transient
 from shared.events import Mention, MentionIngested, utcnow
 from shared.filters import FilterSyntaxError, KeywordFilter
-from shared.netguard import NetPolicy, guarded_transport
+from shared.netguard import NetPolicy, UnsafeURL, check_url, guarded_transport
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,9 @@ class IngestService:
                 fresh = await self._unseen(mentions)
                 fresh, signatures = await self._mark_near_duplicates(fresh)
                 await self._publish(fresh)
-                comment_feeds = self._comment_feeds(source, parsed.comment_feeds, mentions)
+                comment_feeds = await self._fetchable(
+                    self._comment_feeds(source, parsed.comment_feeds, mentions)
+                )
                 await self._record_success(
                     source,
                     polled_at,
@@ -219,18 +221,24 @@ class IngestService:
     async def _fetch(self, client: httpx.AsyncClient, source: SourceInfo) -> tuple[FetchResult, str]:
         """The feed, following one step of autodiscovery when the URL is an HTML page."""
         settings = self._settings
-        options = {
-            "max_bytes": settings.ingest_max_feed_bytes,
-            "allow_file_urls": settings.ingest_allow_file_urls,
-        }
-        result = await fetch(client, source, **options)  # type: ignore[arg-type]
+        max_bytes = settings.ingest_max_feed_bytes
+        file_root = settings.ingest_file_root if settings.ingest_allow_file_urls else None
+        result = await fetch(client, source, max_bytes=max_bytes, file_root=file_root)
         url = result.moved_to or source.url
         if result.status == 200 and looks_like_html(result):
-            feed_url = discover_feed_url(result.body, url)
+            try:
+                feed_url = discover_feed_url(result.body, url)
+            except ValueError as exc:  # urljoin on a malformed link ("http://[::1")
+                raise FeedError(f"{url} announces a feed URL that cannot be read: {exc}") from exc
             if feed_url is None:
                 raise FeedError(f"{url} is an HTML page that announces no RSS or Atom feed")
+            try:
+                # A URL found in remote content: http(s) only, to an address that may be dialled.
+                await check_url(feed_url, self._policy)
+            except UnsafeURL as exc:
+                raise FeedError(f"the feed {feed_url} announced by {url} is refused: {exc}") from exc
             log.info("ingest: %s: %s announces the feed %s", source.name, url, feed_url)
-            result = await fetch(client, source, url=feed_url, **options)  # type: ignore[arg-type]
+            result = await fetch(client, source, url=feed_url, max_bytes=max_bytes, file_root=file_root)
             url = result.moved_to or feed_url
             if looks_like_html(result):
                 raise FeedError(f"the feed {feed_url} announced by {source.url} is an HTML page")
@@ -260,6 +268,29 @@ class IngestService:
         posts = {m.url for m in wanted}
         # Only the comments under posts that passed the filter; a post with no comments yet waits.
         return [f for f in feeds if f.post_url in posts and f.count != 0]
+
+    async def _fetchable(self, feeds: list[CommentFeed]) -> list[CommentFeed]:
+        """The discovered comment feeds that may be polled: http(s), to addresses that may be dialled.
+        A hostile blog's `wfw:commentRss` may name file:///etc/passwd or http://169.254.169.254/; such a
+        feed is never registered (and would be refused again when fetched)."""
+        out: list[CommentFeed] = []
+        refused: dict[str, str | None] = {}
+        for feed in feeds:
+            try:
+                parts = urlsplit(feed.url)
+            except ValueError:  # "http://[::1": one bad link costs only itself
+                continue
+            origin = f"{parts.scheme}://{parts.netloc}".lower()
+            if origin not in refused:
+                try:
+                    await check_url(feed.url, self._policy)
+                    refused[origin] = None
+                except UnsafeURL as exc:
+                    refused[origin] = str(exc)
+                    log.warning("ingest: comment feed %s not registered: %s", feed.url, exc)
+            if refused[origin] is None:
+                out.append(feed)
+        return out
 
     async def _unseen(self, mentions: list[Mention]) -> list[Mention]:
         unique = list({m.id: m for m in mentions}.values())
