@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.classify.batch import load_jsonl
-from shared.classify.learned import (
+from shared.classify.model import (
     DEPARTMENT_NAMES,
     INTENTS,
     SENTIMENTS,

@@ -22,7 +22,8 @@ def build_engine(
     if kind is ClassifierEngineKind.RULES:
         return RuleEngine(taxonomy)
     # numpy is imported only by the engines that need it.
-    from shared.classify.learned import CascadeEngine, EncoderOptions, LearnedEngine, load_model
+    from shared.classify.learned import CascadeEngine, LearnedEngine
+    from shared.classify.model import EncoderOptions, load_model
 
     options = EncoderOptions(threads=settings.classifier_threads, max_tokens=settings.classifier_max_tokens)
     model = load_model(model_path or settings.classifier_model, encoder_options=options)

@@ -15,7 +15,7 @@ import numpy as np
 from shared.classify.batch import to_mention
 from shared.classify.corpus import Example
 from shared.classify.engine import Analysis, RuleEngine
-from shared.classify.learned import (
+from shared.classify.model import (
     DEPARTMENT_NAMES,
     INTENTS,
     SENTIMENTS,

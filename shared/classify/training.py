@@ -44,7 +44,7 @@ from shared.classify.heads import (
     distil_examples,
     fit_heads,
 )
-from shared.classify.learned import (
+from shared.classify.model import (
     DEPARTMENT_NAMES,
     FAST,
     SENTIMENTS,

@@ -15,7 +15,8 @@ from shared.classify import Taxonomy
 from shared.classify.corpus import semeval_department
 from shared.classify.factory import build_engine
 from shared.classify.heads import class_balance
-from shared.classify.learned import CascadeEngine, CascadePolicy, LearnedEngine, LinearModel, load_model
+from shared.classify.learned import CascadeEngine, CascadePolicy, LearnedEngine
+from shared.classify.model import LinearModel, load_model
 from shared.classify.training import TrainingOptions, train
 from shared.errors import ConfigError
 from shared.events import Classification, Mention
@@ -420,7 +421,7 @@ def test_the_classifier_service_refuses_to_start_on_a_broken_model(tmp_path: Pat
 def test_distilled_examples_carry_the_accurate_heads_answers() -> None:
     from shared.classify.corpus import Example
     from shared.classify.heads import distil_examples
-    from shared.classify.learned import DEPARTMENT_NAMES, SENTIMENTS, Head
+    from shared.classify.model import DEPARTMENT_NAMES, SENTIMENTS, Head
 
     X = np.asarray([[1.0, 0.0], [0.0, 1.0]], np.float32)
     sentiment = Head(

@@ -14,7 +14,7 @@ from shared.bus import MemoryBroker, MemoryBus
 from shared.bus.base import Record
 from shared.bus.codec import decode, encode
 from shared.classify import RuleEngine
-from shared.classify.learned import load_model
+from shared.classify.model import load_model
 from shared.classify.reload import TaxonomyFile
 from shared.errors import ConfigError
 from shared.events import Mention, MentionClassified, MentionIngested
