@@ -24,7 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import PrincipalDep, check_read, check_write
 from services.api.deps import BusHolder, SessionDep, SettingsDep
-from services.api.webhook_worker import WebhookWorker, check_endpoint_url, new_secret
+from services.api.webhook_worker.signing import new_secret
+from services.api.webhook_worker.urls import check_endpoint_url
+from services.api.webhook_worker.worker import WebhookWorker
 from shared.apikeys import Principal
 from shared.db import WebhookDeliveryRow, WebhookEndpointRow
 from shared.events import Department, utcnow

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from services.api.app import create_app
-from services.api.webhook_worker import verify
+from services.api.webhook_worker.signing import verify
 from services.router.service import RouterService
 from shared.apikeys import create_key
 from shared.bus import Bus, MemoryBus

@@ -5,19 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
+from datetime import UTC, datetime
 
 import pytest
 
-from services.api.webhook_worker import (
-    Outcome,
-    check_endpoint_url,
-    event_type_of,
-    new_secret,
-    retry_delay,
-    sign,
-    signed_headers,
-    verify,
-)
+from services.api.webhook_worker.fanout import event_type_of
+from services.api.webhook_worker.retry import judge, retry_delay
+from services.api.webhook_worker.sender import Outcome
+from services.api.webhook_worker.signing import new_secret, sign, signed_headers, verify
+from services.api.webhook_worker.urls import check_endpoint_url
 from shared.bus.base import Record
 from shared.errors import PoisonMessage
 from shared.netguard import UnsafeURL
@@ -84,6 +80,41 @@ def test_outcomes() -> None:
     assert Outcome(204, None, 3).ok and not Outcome(204, None, 3).gone
     assert Outcome(410, "HTTP 410", 3).gone and not Outcome(410, "HTTP 410", 3).ok
     assert not Outcome(None, "timeout", 3).ok and not Outcome(302, "HTTP 302", 1).ok
+
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "attempt", "retry", "status", "metric", "delay"),
+    [
+        (Outcome(204, None, 3), 1, True, "delivered", "delivered", None),
+        (Outcome(410, "HTTP 410", 3), 1, True, "dead", "gone", None),
+        (Outcome(500, "HTTP 500", 3), 8, True, "dead", "dead", None),  # the last attempt
+        (Outcome(500, "HTTP 500", 3), 1, False, "dead", "dead", None),  # a ping is not tried again
+        (Outcome(None, "timeout", 3), 1, True, "retrying", "failed", (8.0, 12.0)),
+        (Outcome(503, "HTTP 503", 3), 2, True, "retrying", "failed", (24.0, 36.0)),
+        # Retry-After is honoured where it is longer, up to the schedule's longest step.
+        (Outcome(429, "HTTP 429", 3, retry_after_s=100.0), 1, True, "retrying", "failed", (100.0, 100.0)),
+        (Outcome(429, "HTTP 429", 3, retry_after_s=1e9), 1, True, "retrying", "failed", (21600.0, 21600.0)),
+        (Outcome(429, "HTTP 429", 3, retry_after_s=1.0), 1, True, "retrying", "failed", (8.0, 12.0)),
+    ],
+)
+def test_what_an_outcome_makes_of_the_delivery(
+    outcome: Outcome,
+    attempt: int,
+    retry: bool,
+    status: str,
+    metric: str,
+    delay: tuple[float, float] | None,
+) -> None:
+    verdict = judge(outcome, attempt=attempt, retry=retry, settings=Settings(), now=NOW)
+    assert (verdict.status, verdict.metric) == (status, metric)
+    if delay is None:
+        assert verdict.next_attempt_at is None
+    else:
+        assert verdict.next_attempt_at is not None
+        assert delay[0] <= (verdict.next_attempt_at - NOW).total_seconds() <= delay[1]
 
 
 def _record(headers: dict[str, str], value: bytes = b"{}") -> Record:
