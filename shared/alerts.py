@@ -215,72 +215,104 @@ class SpikeDetector:
         to date. Returns the new alerts. Replicas running at once raise each alert once (the unique
         (kind, topic, window_start) and INSERT … ON CONFLICT DO NOTHING)."""
         window_start = hour_floor(now)
+        spikes = await self._spikes(session, window_start=window_start)
+        if not spikes:
+            return []
+        departments = self.departments()
+        raised: list[MentionAlert] = []
+        for topic, (count, baseline) in sorted(spikes.items()):
+            alert = await self._raise(
+                session,
+                topic=topic,
+                count=count,
+                baseline=baseline,
+                department=departments.get(topic),
+                window_start=window_start,
+                now=now,
+            )
+            if alert is not None:
+                raised.append(alert)
+        self._publish(session, raised, now=now)
+        await session.flush()
+        return raised
+
+    async def _spikes(
+        self, session: AsyncSession, *, window_start: datetime
+    ) -> dict[str, tuple[int, Baseline]]:
+        """The topics whose count in the hour from `window_start` is a spike against their baseline: both."""
         counts = await hour_counts(session, window_start=window_start, at_least=self.rule.min_count)
         if not counts:
-            return []
+            return {}
         if self._history is None or self._history.window_start != window_start:
             self._history = await history(
                 session, window_start=window_start, baseline_hours=self.settings.alert_baseline_hours
             )
         past = self._history
-        spikes = {t: n for t, n in counts.items() if self.rule.is_spike(n, past.of(t))}
-        if not spikes:
-            return []
-        departments = self.departments()
+        return {t: (n, past.of(t)) for t, n in counts.items() if self.rule.is_spike(n, past.of(t))}
+
+    async def _raise(
+        self,
+        session: AsyncSession,
+        *,
+        topic: str,
+        count: int,
+        baseline: Baseline,
+        department: str | None,
+        window_start: datetime,
+        now: datetime,
+    ) -> MentionAlert | None:
+        """Insert the topic's alert of this hour; None when it was raised already (its count updated)."""
+        threshold = self.rule.threshold(baseline)
         insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-        raised: list[MentionAlert] = []
-        for topic, count in sorted(spikes.items()):
-            baseline = past.of(topic)
-            department = departments.get(topic)
-            threshold = self.rule.threshold(baseline)
-            values = {
-                "kind": SPIKE,
-                "topic": topic,
-                "department": department,
-                "window_start": window_start,
-                "window_end": window_start + HOUR,
-                "count": count,
-                "baseline": baseline.mean,
-                "stddev": baseline.stddev,
-                "baseline_hours": baseline.hours,
-                "threshold": threshold,
-                "created_at": now,
-                "updated_at": now,
-            }
-            alert_id = await session.scalar(
-                insert(AlertRow)
-                .values(**values)
-                .on_conflict_do_nothing(index_elements=["kind", "topic", "window_start"])
-                .returning(AlertRow.id)
-            )
-            if alert_id is None:
-                # Raised by an earlier run (or another replica) this hour: only the count moves on.
-                await session.execute(
-                    update(AlertRow)
-                    .where(
-                        AlertRow.kind == SPIKE,
-                        AlertRow.topic == topic,
-                        AlertRow.window_start == window_start,
-                        AlertRow.count < count,
-                    )
-                    .values(count=count, updated_at=now)
+        values = {
+            "kind": SPIKE,
+            "topic": topic,
+            "department": department,
+            "window_start": window_start,
+            "window_end": window_start + HOUR,
+            "count": count,
+            "baseline": baseline.mean,
+            "stddev": baseline.stddev,
+            "baseline_hours": baseline.hours,
+            "threshold": threshold,
+            "created_at": now,
+            "updated_at": now,
+        }
+        alert_id = await session.scalar(
+            insert(AlertRow)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["kind", "topic", "window_start"])
+            .returning(AlertRow.id)
+        )
+        if alert_id is None:
+            # Raised by an earlier run (or another replica) this hour: only the count moves on.
+            await session.execute(
+                update(AlertRow)
+                .where(
+                    AlertRow.kind == SPIKE,
+                    AlertRow.topic == topic,
+                    AlertRow.window_start == window_start,
+                    AlertRow.count < count,
                 )
-                continue
-            raised.append(
-                MentionAlert(
-                    alert_id=alert_id,
-                    topic=topic,
-                    department=Department(department) if department is not None else None,
-                    window_start=window_start,
-                    window_end=window_start + HOUR,
-                    count=count,
-                    baseline=baseline.mean,
-                    stddev=baseline.stddev,
-                    baseline_hours=baseline.hours,
-                    threshold=threshold,
-                    detected_at=now,
-                )
+                .values(count=count, updated_at=now)
             )
+            return None
+        return MentionAlert(
+            alert_id=alert_id,
+            topic=topic,
+            department=Department(department) if department is not None else None,
+            window_start=window_start,
+            window_end=window_start + HOUR,
+            count=count,
+            baseline=baseline.mean,
+            stddev=baseline.stddev,
+            baseline_hours=baseline.hours,
+            threshold=threshold,
+            detected_at=now,
+        )
+
+    def _publish(self, session: AsyncSession, raised: list[MentionAlert], *, now: datetime) -> None:
+        """The new alerts' `mention.alert` events, into the outbox (sent after the commit)."""
         add_to_outbox(
             session,
             [
@@ -295,5 +327,3 @@ class SpikeDetector:
             ],
             now=now,
         )
-        await session.flush()
-        return raised
