@@ -60,11 +60,13 @@ def hash_secret(secret: str) -> str:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who calls: a key's id, name and scopes (or the anonymous admin when keys are switched off)."""
+    """Who calls: a key's id, name and scopes (or the anonymous admin when keys are switched off), and
+    when the key expires (so that a cached principal is not trusted past it)."""
 
     key_id: str | None
     name: str
     scopes: frozenset[str]
+    expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -95,6 +97,32 @@ ANONYMOUS_ADMIN = Principal(key_id=None, name="anonymous", scopes=frozenset({"ad
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who made a change, as the audit, activity and rule records keep it.
+
+    `key_id` and `key_name` are the API key that authenticated the request: what a caller cannot choose.
+    `name` is only a display name beside them (`X-Actor`, for a tool acting for its users; by default the
+    key's name). A change the system makes by itself (the SLA escalation, the seed, the command line) or
+    a request with keys switched off has no key."""
+
+    name: str
+    key_id: str | None = None
+    key_name: str | None = None
+
+    @classmethod
+    def of(cls, principal: Principal, display: str | None = None) -> Actor:
+        shown = (display or "").strip() or principal.name
+        if principal.key_id is None:
+            return cls(name=shown)
+        return cls(name=shown, key_id=principal.key_id, key_name=principal.name)
+
+
+def as_actor(actor: Actor | str) -> Actor:
+    """A plain string is a system actor (no key): "sla", "seed", "cli", a test."""
+    return actor if isinstance(actor, Actor) else Actor(name=actor)
+
+
+@dataclass(frozen=True)
 class NewKey:
     row: ApiKeyRow
     key: str  # the whole key: shown once, never stored
@@ -105,13 +133,14 @@ async def create_key(
     *,
     name: str,
     scopes: Iterable[str],
-    created_by: str,
+    created_by: Actor | str,
     expires_at: datetime | None = None,
     key: str | None = None,
 ) -> NewKey:
     """Make a key (or register `key`, a full key made elsewhere, e.g. a bootstrap key from the
     environment). The caller commits."""
     checked = validate_scopes(scopes)
+    creator = as_actor(created_by)
     if key is None:
         key_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(32)
@@ -127,7 +156,9 @@ async def create_key(
         secret_hash=hash_secret(secret),
         scopes=checked,
         created_at=utcnow(),
-        created_by=created_by,
+        created_by=creator.name,
+        created_by_key_id=creator.key_id,
+        created_by_key_name=creator.key_name,
         expires_at=expires_at,
     )
     session.add(row)
@@ -147,7 +178,7 @@ async def authenticate(session: AsyncSession, key: str, *, now: datetime | None 
     now = now or utcnow()
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
-    return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes))
+    return Principal(key_id=row.id, name=row.name, scopes=frozenset(row.scopes), expires_at=row.expires_at)
 
 
 async def touch(session: AsyncSession, key_id: str, *, now: datetime) -> None:

@@ -18,6 +18,7 @@ import yaml
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.apikeys import Actor, as_actor
 from shared.db import RuleAuditRow, RuleSetRow, insert_ignore
 from shared.errors import ConfigError
 from shared.events import utcnow
@@ -37,7 +38,7 @@ class UnknownVersion(LookupError):
 class Activation:
     version: int
     previous_version: int | None
-    actor: str
+    actor: Actor
     at: datetime
 
 
@@ -130,11 +131,12 @@ async def create_version(
     session: AsyncSession,
     body: dict[str, Any],
     *,
-    actor: str,
+    actor: Actor | str,
     comment: str = "",
     known_topics: Iterable[str] | None,
 ) -> RuleSetRow:
     """Store a validated candidate as the next version (inactive). ConfigError when it does not validate."""
+    actor = as_actor(actor)
     stored = canonical(body, known_topics=known_topics)
     await _lock(session)
     latest = await session.scalar(select(func.max(RuleSetRow.version)))
@@ -144,19 +146,20 @@ async def create_version(
         body=stored,
         comment=comment,
         created_at=now,
-        created_by=actor,
+        created_by=actor.name,
+        created_by_key_id=actor.key_id,
+        created_by_key_name=actor.key_name,
         active=False,
     )
     session.add(row)
-    session.add(
-        RuleAuditRow(action="created", version=row.version, previous_version=None, actor=actor, at=now)
-    )
+    session.add(_audit("created", row.version, None, actor, now))
     await session.flush()
     return row
 
 
-async def activate(session: AsyncSession, version: int, *, actor: str) -> Activation:
+async def activate(session: AsyncSession, version: int, *, actor: Actor | str) -> Activation:
     """Make `version` the active rule set in one transaction, audited; every router picks it up."""
+    actor = as_actor(actor)
     await _lock(session)
     target = await session.get(RuleSetRow, version)
     if target is None:
@@ -168,13 +171,29 @@ async def activate(session: AsyncSession, version: int, *, actor: str) -> Activa
         await session.execute(
             update(RuleSetRow)
             .where(RuleSetRow.version == version)
-            .values(active=True, activated_at=now, activated_by=actor)
+            .values(
+                active=True,
+                activated_at=now,
+                activated_by=actor.name,
+                activated_by_key_id=actor.key_id,
+                activated_by_key_name=actor.key_name,
+            )
         )
-    session.add(
-        RuleAuditRow(action="activated", version=version, previous_version=previous, actor=actor, at=now)
-    )
+    session.add(_audit("activated", version, previous, actor, now))
     await session.flush()
     return Activation(version=version, previous_version=previous, actor=actor, at=now)
+
+
+def _audit(action: str, version: int, previous: int | None, actor: Actor, now: datetime) -> RuleAuditRow:
+    return RuleAuditRow(
+        action=action,
+        version=version,
+        previous_version=previous,
+        actor=actor.name,
+        actor_key_id=actor.key_id,
+        actor_key_name=actor.key_name,
+        at=now,
+    )
 
 
 async def _lock(session: AsyncSession) -> None:

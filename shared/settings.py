@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     def _empty_key_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    # How long an API process trusts a key it found valid without asking the database again. The process
+    # that revokes a key refuses it at once; the other API processes (replicas, or any process when the
+    # command line revokes) within this many seconds. 0: the database on every request.
+    api_key_cache_s: float = Field(default=10.0, ge=0, le=300)
     # Per key (per anonymous client without keys), per API process: a token bucket.
     api_rate_limit_per_s: float = Field(default=50.0, ge=0)
     api_rate_limit_burst: int = Field(default=200, ge=1)
@@ -178,10 +182,12 @@ class Settings(BaseSettings):
     # How often the sender looks for due deliveries when nothing woke it.
     webhook_poll_interval_s: float = Field(default=1.0, gt=0)
 
-    # ingest, classifier and router serve /metrics, /healthz and /readyz on this port (0: not at all);
-    # the API serves /metrics on its own port.
+    # Every service serves /metrics on this port, never on the API's public port (0: not at all); the
+    # stages serve /healthz and /readyz there too. The API's gauges of the departments' queues are
+    # computed in the background every `metrics_business_interval_s`, not per scrape.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9100, ge=0, le=65535)
+    metrics_business_interval_s: float = Field(default=15.0, ge=1, le=3600)
 
     log_level: str = "INFO"
     log_json: bool = False

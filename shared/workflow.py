@@ -11,8 +11,10 @@ up, an event on the department's topic and on `mentions.escalations`, again afte
 to a maximum level.
 
 Every change bumps the assignment's `version` (its ETag), stamps the time of the transition and writes an
-activity row. Events that announce a change are written to the outbox in the same transaction and published
-by `relay_outbox`, so a change and its event are never separated by a crash.
+activity row with its actor: the API key that made the change (id and name) and a display name beside it
+(`shared.apikeys.Actor`; a plain string is the system acting by itself, with no key). Events that
+announce a change are written to the outbox in the same transaction and published by `relay_outbox`, so
+a change and its event are never separated by a crash.
 
 All functions work inside the caller's transaction and lock the assignment row (PostgreSQL) first.
 """
@@ -27,6 +29,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.apikeys import Actor, as_actor
 from shared.bus import Bus, OutMessage
 from shared.bus.codec import encode
 from shared.db import ActivityRow, AssignmentRow, CorrectionRow, MentionRow, OutboxRow, ReplyRow
@@ -43,6 +46,8 @@ from shared.events import (
 from shared.settings import Settings
 
 CE_SOURCE = "/mention-router/workflow"
+# The actor of the escalations the workflow makes by itself: no key.
+SLA = Actor(name="sla")
 
 
 class Status(StrEnum):
@@ -134,7 +139,7 @@ def _activity(
     row: AssignmentRow,
     action: str,
     *,
-    actor: str,
+    actor: Actor,
     now: datetime,
     from_status: str | None = None,
     to_status: str | None = None,
@@ -145,7 +150,9 @@ def _activity(
         assignment_id=row.id,
         department=row.department,
         action=action,
-        actor=actor,
+        actor=actor.name,
+        actor_key_id=actor.key_id,
+        actor_key_name=actor.key_name,
         from_status=from_status,
         to_status=to_status,
         detail=detail or {},
@@ -158,13 +165,14 @@ async def transition(
     assignment_id: int,
     action: Action,
     *,
-    actor: str,
+    actor: Actor | str,
     now: datetime,
     expected_version: int | None = None,
     reply: dict[str, Any] | None = None,
 ) -> AssignmentRow:
     """Apply `action`. Repeating a transition that already happened (acknowledging an acknowledged
     assignment) changes nothing; `respond` always records its reply (`text`, `url`, `channel`)."""
+    actor = as_actor(actor)
     row = await load(session, assignment_id, expected_version=expected_version)
     sources, target = TRANSITIONS[action]
     current = Status(row.status)
@@ -204,7 +212,7 @@ async def transition(
                 text=reply["text"],
                 url=reply.get("url"),
                 channel=reply.get("channel"),
-                author=actor,
+                author=actor.name,
                 created_at=now,
             )
         )
@@ -229,12 +237,13 @@ async def claim(
     assignment_id: int,
     *,
     assignee: str,
-    actor: str,
+    actor: Actor | str,
     now: datetime,
     force: bool = False,
     expected_version: int | None = None,
 ) -> AssignmentRow:
     """`assignee` takes the assignment. Someone else's claim is refused (ClaimConflict) unless `force`."""
+    actor = as_actor(actor)
     row = await load(session, assignment_id, expected_version=expected_version)
     if Status(row.status) in CLOSED:
         raise InvalidTransition(f"assignment {assignment_id} is {row.status}: reopen it before claiming it")
@@ -263,18 +272,21 @@ async def unclaim(
     session: AsyncSession,
     assignment_id: int,
     *,
-    actor: str,
+    actor: Actor | str,
     now: datetime,
     force: bool = False,
     expected_version: int | None = None,
 ) -> AssignmentRow:
-    """Give the assignment back. Only its assignee may, unless `force`."""
+    """Give the assignment back. Only its assignee may, unless `force` (a guard against slips, not an
+    access check: the display name is the caller's to choose, and any writer may force)."""
+    actor = as_actor(actor)
     row = await load(session, assignment_id, expected_version=expected_version)
     if row.assignee is None:
         return row
-    if row.assignee != actor and not force:
+    if row.assignee != actor.name and not force:
         raise ClaimConflict(
-            f"assignment {assignment_id} is claimed by {row.assignee!r}, not {actor!r}; unclaim with force"
+            f"assignment {assignment_id} is claimed by {row.assignee!r}, not {actor.name!r}; "
+            "unclaim with force"
         )
     previous = row.assignee
     row.assignee = None
@@ -286,10 +298,10 @@ async def unclaim(
 
 
 async def add_note(
-    session: AsyncSession, assignment_id: int, *, text: str, actor: str, now: datetime
+    session: AsyncSession, assignment_id: int, *, text: str, actor: Actor | str, now: datetime
 ) -> ActivityRow:
     row = await load(session, assignment_id)
-    activity = _activity(row, "note", actor=actor, now=now, detail={"text": text})
+    activity = _activity(row, "note", actor=as_actor(actor), now=now, detail={"text": text})
     session.add(activity)
     await session.flush()
     return activity
@@ -300,7 +312,7 @@ async def reassign(
     assignment_id: int,
     *,
     department: Department,
-    actor: str,
+    actor: Actor | str,
     now: datetime,
     settings: Settings,
     reason: str = "",
@@ -309,6 +321,7 @@ async def reassign(
     """Close this department's assignment and open one for `department` (reopening its earlier one if it
     had one), log both, record a routing correction, and announce the new assignment on the department's
     topic (through the outbox). Returns (closed, opened)."""
+    actor = as_actor(actor)
     row = await load(session, assignment_id, expected_version=expected_version)
     if Status(row.status) in CLOSED:
         raise InvalidTransition(
@@ -392,7 +405,11 @@ async def reassign(
             field="departments",
             value=after,
             previous=before,
-            actor=actor,
+            actor=actor.name,
+            actor_key_id=actor.key_id,
+            actor_key_name=actor.key_name,
+            # The two departments it concerns; the lists above are cut to the reader's departments.
+            departments=sorted({row.department, department.value}),
             created_at=now,
         )
     )
@@ -490,7 +507,7 @@ async def escalate_due(
             _activity(
                 row,
                 "escalated",
-                actor="sla",
+                actor=SLA,
                 now=now,
                 detail={
                     "level": row.escalation_level,

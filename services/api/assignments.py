@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import PrincipalDep, check_write
 from services.api.deps import ActorDep, SessionDep, SettingsDep
-from services.api.schemas import AssignmentPublic
+from services.api.schemas import ActingKey, AssignmentPublic, acting_key
 from shared.apikeys import Principal
 from shared.db import ActivityRow, AssignmentRow, MentionRow, ReplyRow
 from shared.events import Department, utcnow
@@ -98,7 +98,10 @@ class ActivityPublic(BaseModel):
     assignment_id: int | None
     department: str
     action: str
-    actor: str
+    actor: str = Field(description="Display name: X-Actor, else the key's name; `sla` for escalations.")
+    actor_key: ActingKey | None = Field(
+        description="The API key that made the change; null for the system's own and for older records."
+    )
     from_status: str | None
     to_status: str | None
     detail: dict[str, object]
@@ -313,7 +316,7 @@ async def claim_assignment(
         lambda: claim(
             session,
             assignment_id,
-            assignee=body.assignee or actor,
+            assignee=body.assignee or actor.name,
             actor=actor,
             now=utcnow(),
             force=body.force,
@@ -420,6 +423,7 @@ def activity_public(r: ActivityRow) -> ActivityPublic:
         department=r.department,
         action=r.action,
         actor=r.actor,
+        actor_key=acting_key(r.actor_key_id, r.actor_key_name),
         from_status=r.from_status,
         to_status=r.to_status,
         detail=dict(r.detail),

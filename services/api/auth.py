@@ -1,16 +1,18 @@
 """Who is calling, what they may do, and how often: API keys, scopes, per-key rate limits.
 
-Every route but the health checks, /metrics and the contracts takes a key, as `Authorization: Bearer
+Every route but the health checks and the contracts takes a key, as `Authorization: Bearer
 <key>` or `X-API-Key: <key>` (401 without a valid one). Scopes decide the rest (shared/apikeys.py):
 routes filter what they read to the caller's departments in the query itself (`Principal.readable`), a
 department's assignment outside them does not exist for the caller (404), and a change it may read but
 not write is refused (403). With `MR_API_AUTH=false` every caller is an anonymous admin (development).
+The metrics are not served here at all, but on the metrics port (services/api/metrics.py).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -23,10 +25,10 @@ from shared.db import ApiKeyRow
 from shared.events import utcnow
 from shared.settings import Settings
 
-# A key found valid is trusted this long without asking the database again (a revocation takes effect
-# within it); `last_used_at` is written at most this often per key.
-CACHE_S = 10.0
+# `last_used_at` is written at most this often per key.
 TOUCH_S = 60.0
+# Keys a process remembers at most (a flood of distinct valid keys empties the cache, never grows it).
+CACHE_MAX = 10_000
 
 
 @dataclass
@@ -36,19 +38,28 @@ class _Bucket:
 
 
 class Guard:
-    """Per-process state of the API's authentication: the key cache and the rate-limit buckets."""
+    """Per-process state of the API's authentication: the key cache and the rate-limit buckets.
 
-    def __init__(self, settings: Settings) -> None:
+    A key found valid is trusted for `MR_API_KEY_CACHE_S` (never past its expiry) without asking the
+    database again. A revocation through this process (`forget`) takes effect at once; one made through
+    another process reaches this one when the cached entry runs out. `clock` (monotonic seconds) is
+    replaceable for tests."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        self.clock = clock
+        self._cache: dict[str, tuple[float, Principal]] = {}  # key -> (trusted until, principal)
         self._touched: dict[str, float] = {}
         self._buckets: dict[str, _Bucket] = {}
+        # Bumped by every revocation: a lookup that began before one does not cache what it read.
+        self._generation = 0
 
     async def principal(self, sessions: async_sessionmaker[AsyncSession], key: str) -> Principal | None:
-        now = time.monotonic()
+        now = self.clock()
         cached = self._cache.get(key)
-        if cached is not None and now - cached[0] < CACHE_S:
+        if cached is not None and now < cached[0]:
             return cached[1]
+        generation = self._generation
         async with sessions() as session:
             found = await authenticate(session, key)
             key_id = found.key_id if found is not None else None
@@ -59,10 +70,26 @@ class Guard:
         if found is None:
             self._cache.pop(key, None)
             return None
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (now, found)
+        until = now + self.settings.api_key_cache_s
+        if found.expires_at is not None:
+            until = min(until, now + (found.expires_at - utcnow()).total_seconds())
+        if until > now and generation == self._generation:
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = (until, found)
         return found
+
+    def forget(self, key_id: str) -> None:
+        """Stop trusting `key_id` at once (call after the revocation is committed)."""
+        self._generation += 1
+        for key in [k for k, (_, p) in self._cache.items() if p.key_id == key_id]:
+            del self._cache[key]
+
+    @property
+    def generation(self) -> int:
+        """Changes with every revocation through this process: an open stream that sees it change checks
+        its key again at once instead of at its next periodic check."""
+        return self._generation
 
     def allow(self, who: str) -> float:
         """0 when `who` may make a request now, else the seconds until it may (token bucket)."""

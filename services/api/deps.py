@@ -10,7 +10,7 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.api.auth import get_principal
-from shared.apikeys import Principal
+from shared.apikeys import Actor, Principal
 from shared.bus import Bus
 from shared.errors import is_transient
 from shared.settings import Settings
@@ -66,15 +66,16 @@ def get_actor(
         str | None,
         Header(
             max_length=200,
-            description="Who makes the change, for a tool acting for its users (recorded in the activity and "
-            "audit logs); default: the API key's name.",
+            description="A display name for who makes the change, for a tool acting for its users; "
+            "default: the API key's name. The activity and audit logs record it beside the key that "
+            "authenticated the request (`actor_key`), which it cannot replace.",
         ),
     ] = None,
-) -> str:
-    return (x_actor or "").strip() or principal.name
+) -> Actor:
+    return Actor.of(principal, x_actor)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ActorDep = Annotated[str, Depends(get_actor)]
+ActorDep = Annotated[Actor, Depends(get_actor)]
 BusDep = Annotated[Bus, Depends(get_bus)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from services.api.auth import AdminDep
+from services.api.auth import AdminDep, Guard
 from services.api.deps import ActorDep, SessionDep
+from services.api.schemas import ActingKey, acting_key
 from shared.apikeys import InvalidScope, create_key, list_keys, revoke
 from shared.db import ApiKeyRow
 
@@ -34,6 +35,7 @@ class KeyPublic(BaseModel):
     scopes: list[str]
     created_at: datetime
     created_by: str
+    created_by_key: ActingKey | None = Field(description="The key that made it (null: the command line).")
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
@@ -54,6 +56,7 @@ def _public(row: ApiKeyRow) -> KeyPublic:
         scopes=list(row.scopes),
         created_at=row.created_at,
         created_by=row.created_by,
+        created_by_key=acting_key(row.created_by_key_id, row.created_by_key_name),
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
@@ -81,10 +84,14 @@ async def list_all(session: SessionDep, admin: AdminDep) -> KeyList:
 @keys_api.delete(
     "/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"description": "No such key"}}
 )
-async def revoke_key(session: SessionDep, admin: AdminDep, key_id: str) -> Response:
-    """Revoke a key: it stops working within 10 s on every API process (their caches expire)."""
+async def revoke_key(request: Request, session: SessionDep, admin: AdminDep, key_id: str) -> Response:
+    """Revoke a key. This API process refuses it from this answer on (its open streams end within a
+    second); the other API processes within `MR_API_KEY_CACHE_S` (10 s), when their cached entry runs
+    out, and their open streams within `MR_STREAM_KEY_RECHECK_S`."""
     row = await revoke(session, key_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no key {key_id!r}")
     await session.commit()
+    guard: Guard = request.app.state.guard
+    guard.forget(key_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

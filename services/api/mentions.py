@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.api.assignments import ActivityPublic, ReplyPublic, activity_public, reply_public
 from services.api.auth import PrincipalDep, check_read
 from services.api.deps import ActorDep, SessionDep, SettingsDep
-from services.api.schemas import AssignmentPublic, MentionPage, MentionPublic
+from services.api.schemas import ActingKey, AssignmentPublic, MentionPage, MentionPublic, acting_key
 from shared.apikeys import Principal
 from shared.db import (
     ActivityRow,
@@ -543,14 +543,40 @@ def _csv_row(m: dict[str, Any]) -> list[object]:
 class CorrectionPublic(BaseModel):
     id: int
     field: str
-    value: Any
+    value: Any = Field(description="For `departments`: only those the key may read.")
     previous: Any
-    actor: str
+    actor: str = Field(description="Display name: X-Actor, else the key's name.")
+    actor_key: ActingKey | None = Field(description="The API key that made it; null for older records.")
     created_at: datetime
 
 
+def correction_public(c: CorrectionRow, principal: Principal) -> CorrectionPublic | None:
+    """The correction as `principal` may see it; None when it was made for none of its departments. A
+    change of departments names only those the key may read (the others' routing is not its business)."""
+    value, previous = c.value, c.previous
+    if not principal.all_departments:
+        readable = principal.readable
+        if c.departments is None or not readable.intersection(c.departments):
+            return None
+        if c.field == "departments":
+            value = [d for d in value if d in readable] if isinstance(value, list) else value
+            previous = [d for d in previous if d in readable] if isinstance(previous, list) else previous
+    return CorrectionPublic(
+        id=c.id,
+        field=c.field,
+        value=value,
+        previous=previous,
+        actor=c.actor,
+        actor_key=acting_key(c.actor_key_id, c.actor_key_name),
+        created_at=c.created_at,
+    )
+
+
 class MentionDetail(MentionPublic):
-    matched_rules: list[str] = Field(description="Every routing rule that matched, in order.")
+    matched_rules: list[str] = Field(
+        description="Every routing rule that matched, in order; for a key of some departments only, the "
+        "rules that routed the mention to one of them."
+    )
     rules_version: int | None = Field(description="The rule set version that routed it.")
     activity: list[ActivityPublic]
     replies: list[ReplyPublic]
@@ -581,7 +607,7 @@ async def _visible(session: AsyncSession, principal: Principal, mention_id: str)
 )
 async def get_mention(session: SessionDep, principal: PrincipalDep, mention_id: str) -> MentionDetail:
     """One mention: labels with evidence, the routing trail (rules, version, tags), its assignments in the
-    caller's departments with their activity and replies, and the corrections made to it."""
+    caller's departments with their activity and replies, and the corrections made for them."""
     mention = await _visible(session, principal, mention_id)
     now = utcnow()
     assignments = await _assignments(session, principal, [mention.id], now)
@@ -600,23 +626,19 @@ async def get_mention(session: SessionDep, principal: PrincipalDep, mention_id: 
         select(CorrectionRow).where(CorrectionRow.mention_id == mention.id).order_by(CorrectionRow.id)
     )
     base = _public(mention, assignments[mention.id])
+    matched = list(mention.matched_rules)
+    if not principal.all_departments:
+        # Every rule that routed a department is named by that department's assignment.
+        routed_here = {rule for a in assignments[mention.id] for rule in a["rules"]}
+        matched = [rule for rule in matched if rule in routed_here]
+    shown = (correction_public(c, principal) for c in corrections)
     return MentionDetail(
         **base.model_dump(),
-        matched_rules=list(mention.matched_rules),
+        matched_rules=matched,
         rules_version=mention.rules_version,
         activity=[activity_public(a) for a in activity],
         replies=[reply_public(r) for r in replies],
-        corrections=[
-            CorrectionPublic(
-                id=c.id,
-                field=c.field,
-                value=c.value,
-                previous=c.previous,
-                actor=c.actor,
-                created_at=c.created_at,
-            )
-            for c in corrections
-        ],
+        corrections=[c for c in shown if c is not None],
     )
 
 
@@ -676,20 +698,25 @@ async def correct_labels(
     if not changes:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "give sentiment, intent or topics")
     now = utcnow()
+    # Made for the departments of the mention the key may change: the ones that see it.
+    made_for = sorted(departments & principal.writable)
     rows = [
         CorrectionRow(
-            mention_id=mention.id, field=field, value=value, previous=previous, actor=actor, created_at=now
+            mention_id=mention.id,
+            field=field,
+            value=value,
+            previous=previous,
+            actor=actor.name,
+            actor_key_id=actor.key_id,
+            actor_key_name=actor.key_name,
+            departments=made_for,
+            created_at=now,
         )
         for field, value, previous in changes
     ]
     session.add_all(rows)
     await session.flush()
-    out = [
-        CorrectionPublic(
-            id=r.id, field=r.field, value=r.value, previous=r.previous, actor=r.actor, created_at=r.created_at
-        )
-        for r in rows
-    ]
+    out = [c for c in (correction_public(r, principal) for r in rows) if c is not None]
     await session.commit()
     return out
 

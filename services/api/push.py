@@ -79,7 +79,8 @@ async def push_mentions(
     """Accept one mention or a JSON array of up to 1,000, and publish them for classification and routing.
 
     With an `Idempotency-Key` header, a retried request (same key, same body) publishes nothing again
-    and gets the first answer back, marked `Idempotency-Replayed: true`."""
+    and gets the first answer back, marked `Idempotency-Replayed: true`. An Idempotency-Key belongs to
+    the API key that sent it: another API key's same Idempotency-Key is a request of its own."""
     items = body if isinstance(body, list) else [body]
     if not items:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the array is empty")
@@ -90,8 +91,10 @@ async def push_mentions(
     request_hash = hashlib.sha256(
         orjson.dumps([i.model_dump(mode="json") for i in items], option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
+    # "" without keys (MR_API_AUTH=false): every caller is the one anonymous admin then.
+    scope = pusher.key_id or ""
     if idempotency_key is not None:
-        previous = await session.get(IdempotencyKeyRow, idempotency_key)
+        previous = await session.get(IdempotencyKeyRow, (scope, idempotency_key))
         if previous is not None:
             if previous.request_hash != request_hash:
                 raise HTTPException(
@@ -121,6 +124,7 @@ async def push_mentions(
     if idempotency_key is not None:
         session.add(
             IdempotencyKeyRow(
+                api_key_id=scope,
                 key=idempotency_key,
                 request_hash=request_hash,
                 status_code=status.HTTP_202_ACCEPTED,

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from services.api.auth import AdminDep, PrincipalDep
 from services.api.deps import ActorDep, SessionDep, SettingsDep
 from services.api.problems import ProblemException
+from services.api.schemas import ActingKey, acting_key
 from shared.classify import RuleEngine, Taxonomy
 from shared.db import AssignmentRow, MentionRow, RuleAuditRow, RuleSetRow
 from shared.errors import ConfigError
@@ -48,8 +49,10 @@ class RuleSetVersion(BaseModel):
     comment: str
     created_at: datetime
     created_by: str
+    created_by_key: ActingKey | None = Field(description="The API key that created it (null: seeded).")
     activated_at: datetime | None
     activated_by: str | None
+    activated_by_key: ActingKey | None
     rules: dict[str, Any] | None = Field(default=None, description="The rule set (omitted in listings).")
 
 
@@ -61,6 +64,7 @@ class ActivationPublic(BaseModel):
     version: int
     previous_version: int | None
     activated_by: str
+    activated_by_key: ActingKey | None
     activated_at: datetime
 
 
@@ -68,7 +72,10 @@ class AuditEntry(BaseModel):
     action: str
     version: int
     previous_version: int | None
-    actor: str
+    actor: str = Field(description="Display name: X-Actor, else the key's name.")
+    actor_key: ActingKey | None = Field(
+        description="The API key that did it; null for the seed and for records older than the keys."
+    )
     at: datetime
 
 
@@ -189,8 +196,10 @@ def _version_public(row: RuleSetRow, *, body: bool) -> RuleSetVersion:
         comment=row.comment,
         created_at=row.created_at,
         created_by=row.created_by,
+        created_by_key=acting_key(row.created_by_key_id, row.created_by_key_name),
         activated_at=row.activated_at,
         activated_by=row.activated_by,
+        activated_by_key=acting_key(row.activated_by_key_id, row.activated_by_key_name),
         rules=dict(row.body) if body else None,
     )
 
@@ -286,7 +295,8 @@ async def activate_version(
     return ActivationPublic(
         version=done.version,
         previous_version=done.previous_version,
-        activated_by=done.actor,
+        activated_by=done.actor.name,
+        activated_by_key=acting_key(done.actor.key_id, done.actor.key_name),
         activated_at=done.at,
     )
 
@@ -304,6 +314,7 @@ async def audit(
                 version=r.version,
                 previous_version=r.previous_version,
                 actor=r.actor,
+                actor_key=acting_key(r.actor_key_id, r.actor_key_name),
                 at=r.at,
             )
             for r in rows

@@ -165,3 +165,17 @@ class MentionPush(BaseModel):
 class PushAccepted(BaseModel):
     accepted: int
     ids: list[str] = Field(description="The mention ids, in the order of the request.")
+
+
+class ActingKey(BaseModel):
+    """The API key that made a change: recorded from the authenticated request, not from anything the
+    caller sends (`X-Actor` only sets the display name beside it)."""
+
+    id: str
+    name: str
+
+
+def acting_key(key_id: str | None, key_name: str | None) -> ActingKey | None:
+    """None for the system's own changes (an SLA escalation, a seed), requests without keys
+    (MR_API_AUTH=false), and records made before keys were recorded (migration 0009)."""
+    return ActingKey(id=key_id, name=key_name or "") if key_id is not None else None

@@ -13,12 +13,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, status
+from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 
 from services.api.auth import PrincipalDep, check_read
-from services.api.deps import SessionDep, SettingsDep
+from services.api.deps import ActorDep, SessionDep, SettingsDep
+from services.api.schemas import ActingKey, acting_key
 from shared.alerts import day_floor, hour_floor, time_bucket
 from shared.apikeys import Principal
 from shared.db import AlertRow, AssignmentRow, MentionRow, MentionTopicRow
@@ -83,7 +84,8 @@ class AlertPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     acknowledged_at: datetime | None
-    acknowledged_by: str | None
+    acknowledged_by: str | None = Field(description="Display name: X-Actor, else the key's name.")
+    acknowledged_by_key: ActingKey | None = Field(description="The API key that acknowledged it.")
 
 
 class AlertPage(BaseModel):
@@ -215,6 +217,7 @@ def _alert_public(row: AlertRow) -> AlertPublic:
         updated_at=row.updated_at,
         acknowledged_at=row.acknowledged_at,
         acknowledged_by=row.acknowledged_by,
+        acknowledged_by_key=acting_key(row.acknowledged_by_key_id, row.acknowledged_by_key_name),
     )
 
 
@@ -262,10 +265,8 @@ async def list_alerts(
 async def acknowledge_alert(
     session: SessionDep,
     principal: PrincipalDep,
+    actor: ActorDep,
     alert_id: Annotated[int, Path(ge=1, le=_MAX_ID)],
-    x_actor: Annotated[
-        str | None, Header(max_length=200, description="Who acknowledges (default: the key's name).")
-    ] = None,
 ) -> AlertPublic:
     """Mark an alert as seen; acknowledging it again keeps the first acknowledgement."""
     row = await session.scalar(
@@ -279,6 +280,7 @@ async def acknowledge_alert(
         )
     if row.acknowledged_at is None:
         row.acknowledged_at = utcnow()
-        row.acknowledged_by = (x_actor or "").strip() or principal.name
+        row.acknowledged_by = actor.name
+        row.acknowledged_by_key_id, row.acknowledged_by_key_name = actor.key_id, actor.key_name
         await session.commit()
     return _alert_public(row)

@@ -9,6 +9,11 @@ longer holds (deleted by retention) cannot be replayed: the stream then resumes 
 
 EventSource cannot send headers, so this route (and only this one) also takes the key as `?api_key=`;
 the access log shows any `api_key=` as `api_key=[redacted]`.
+
+A key that may read only some departments gets each routed event as those departments may see it: the
+mention's other departments (`all_departments`) cut to the ones it reads, and `matched_rules` to the rules
+that routed the event's own department. A revocation through this process ends the key's open streams
+within a second; through another process, at the next periodic check (`MR_STREAM_KEY_RECHECK_S`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import Receive, Scope, Send
 
-from services.api.auth import check_read, get_principal
+from services.api.auth import Guard, check_read, get_principal
 from services.api.deps import BusDep, SettingsDep
 from shared.apikeys import Principal, authenticate
 from shared.bus import Reader, Record
@@ -116,6 +121,32 @@ def event_frame(record: Record) -> tuple[str, str] | None:
         # A data line ends at a line break: JSON spread over lines is written again on one.
         text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
     return event_type, text
+
+
+def for_departments(event_type: str, data: str, readable: frozenset[str]) -> str | None:
+    """A routed event as a key of the `readable` departments may see it: only those of the mention's
+    other departments, and only the rules that routed the event's own department (its assignment names
+    them). Escalations name one department and no rules: unchanged. None for a routed event that is not
+    a JSON object: what it holds cannot be cut, so it is not shown."""
+    if event_type != "mention.routed":
+        return data
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    departments, matched = document.get("all_departments"), document.get("matched_rules")
+    assignment = document.get("assignment")
+    own = assignment.get("rules") if isinstance(assignment, dict) else None
+    allowed = set(own) if isinstance(own, list) else set()
+    cut = {
+        "all_departments": [d for d in departments if d in readable] if isinstance(departments, list) else [],
+        "matched_rules": [r for r in matched if r in allowed] if isinstance(matched, list) else [],
+    }
+    if all(document.get(name) == value for name, value in cut.items()):
+        return data  # nothing to hide: the event as it was published
+    return json.dumps(document | cut, ensure_ascii=False, separators=(",", ":"))
 
 
 def sse(event_id: str, event_type: str, data: str) -> str:
@@ -372,6 +403,9 @@ async def _events(
     sessions: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[bytes]:
     positions: dict[str, dict[int, int]] = {d: {} for d in topics.values()}
+    readable = None if caller.principal.all_departments else caller.principal.readable
+    guard: Guard = request.app.state.guard
+    revocations = guard.generation
     for topic, parts in reader.positions().items():
         positions[topics[topic]].update(parts)
     # An id without data dispatches no event but sets EventSource's last event id: a client that loses
@@ -389,7 +423,10 @@ async def _events(
             positions[topics[record.topic]][record.partition] = record.offset + 1
             frame = event_frame(record)
             if frame is not None:
-                out.append(sse(encode_event_id(positions), *frame))
+                event_type, data = frame
+                shown = data if readable is None else for_departments(event_type, data, readable)
+                if shown is not None:
+                    out.append(sse(encode_event_id(positions), event_type, shown))
         now = time.monotonic()
         if out:
             yield "".join(out).encode()
@@ -397,7 +434,9 @@ async def _events(
         elif now - last_write >= settings.stream_keepalive_s:
             yield b": keep-alive\n\n"
             last_write = now
-        if now >= next_check:
+        if now >= next_check or guard.generation != revocations:
+            # A key revoked through this process is checked at once, not at the next periodic check.
+            revocations = guard.generation
             next_check = now + settings.stream_key_recheck_s
             if not await _still_allowed(sessions, caller, set(topics.values())):
                 yield b": the API key no longer allows this stream\n\n"

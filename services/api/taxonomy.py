@@ -88,7 +88,11 @@ async def put_taxonomy(
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"the active routing rules would no longer validate: {exc}"
             ) from exc
-    header = f"# Written through PUT /v1/taxonomy by {actor}; see config/taxonomy.yaml for the format.\n"
+    # One comment line whatever the names hold (a line break would end the comment).
+    who = " ".join(actor.name.split())
+    if actor.key_id is not None:
+        who += f" (API key {actor.key_id} {' '.join((actor.key_name or '').split())})"
+    header = f"# Written through PUT /v1/taxonomy by {who}; see config/taxonomy.yaml for the format.\n"
     text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
     path = settings.taxonomy_file
     try:

@@ -126,10 +126,13 @@ class FingerprintRow(Base):
 
 
 class IdempotencyKeyRow(Base):
-    """A pushed request's Idempotency-Key with the response it got, so a retry publishes nothing twice."""
+    """A pushed request's Idempotency-Key with the response it got, so a retry publishes nothing twice.
+    Scoped to the API key that sent it (migration 0009): another key's same Idempotency-Key is its own."""
 
     __tablename__ = "idempotency_keys"
 
+    # "" for requests without a key (MR_API_AUTH=false) and for the rows from before migration 0009.
+    api_key_id: Mapped[str] = mapped_column(String(16), primary_key=True, server_default="")
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
@@ -292,7 +295,11 @@ class ActivityRow(Base):
     assignment_id: Mapped[int | None] = mapped_column(Integer, index=True)
     department: Mapped[str] = mapped_column(String(32))
     action: Mapped[str] = mapped_column(String(32))
+    # The display name (X-Actor or the key's name); the key that made the change beside it (migration
+    # 0009; null for the system's own changes, such as an SLA escalation, and for older rows).
     actor: Mapped[str] = mapped_column(String(200))
+    actor_key_id: Mapped[str | None] = mapped_column(String(16))
+    actor_key_name: Mapped[str | None] = mapped_column(String(200))
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str | None] = mapped_column(String(16))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -334,6 +341,11 @@ class CorrectionRow(Base):
     value: Mapped[Any] = mapped_column(JSON, nullable=False)
     previous: Mapped[Any] = mapped_column(JSON, nullable=True)
     actor: Mapped[str] = mapped_column(String(200))
+    actor_key_id: Mapped[str | None] = mapped_column(String(16))
+    actor_key_name: Mapped[str | None] = mapped_column(String(200))
+    # The departments the correction was made for (migration 0009): who may see it. Null on older rows,
+    # which only keys that read every department see.
+    departments: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime]
 
 
@@ -347,9 +359,13 @@ class RuleSetRow(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(200))
+    created_by_key_id: Mapped[str | None] = mapped_column(String(16))
+    created_by_key_name: Mapped[str | None] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     activated_at: Mapped[datetime | None]
     activated_by: Mapped[str | None] = mapped_column(String(200))
+    activated_by_key_id: Mapped[str | None] = mapped_column(String(16))
+    activated_by_key_name: Mapped[str | None] = mapped_column(String(200))
 
 
 class RuleAuditRow(Base):
@@ -362,6 +378,8 @@ class RuleAuditRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     previous_version: Mapped[int | None] = mapped_column(Integer)
     actor: Mapped[str] = mapped_column(String(200))
+    actor_key_id: Mapped[str | None] = mapped_column(String(16))
+    actor_key_name: Mapped[str | None] = mapped_column(String(200))
     at: Mapped[datetime]
 
 
@@ -391,6 +409,8 @@ class ApiKeyRow(Base):
     scopes: Mapped[list[Any]]
     created_at: Mapped[datetime]
     created_by: Mapped[str] = mapped_column(String(200))
+    created_by_key_id: Mapped[str | None] = mapped_column(String(16))
+    created_by_key_name: Mapped[str | None] = mapped_column(String(200))
     expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     last_used_at: Mapped[datetime | None]
@@ -472,5 +492,7 @@ class AlertRow(Base):
     updated_at: Mapped[datetime]
     acknowledged_at: Mapped[datetime | None]
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_by_key_id: Mapped[str | None] = mapped_column(String(16))
+    acknowledged_by_key_name: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (UniqueConstraint("kind", "topic", "window_start", name="uq_alerts_kind_topic_window"),)

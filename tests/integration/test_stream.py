@@ -19,8 +19,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
 
 from services.api.app import create_app
-from services.api.stream import decode_event_id
 from services.api.server import QuietSignalsServer
+from services.api.stream import decode_event_id
 from shared.apikeys import create_key, revoke
 from shared.bus import MemoryBus, OutMessage
 from shared.bus.base import partition_for
@@ -385,6 +385,76 @@ async def test_a_revoked_key_ends_its_open_stream(kafka_setup: tuple[Settings, K
             await engine.dispose()
         assert await asyncio.wait_for(sse.next(), WITHIN) is None, "the stream ends"
         assert sse.comments[-1] == ": the API key no longer allows this stream"
+
+
+async def test_a_key_revoked_through_this_process_ends_its_open_streams_at_once(
+    kafka_setup: tuple[Settings, KafkaBus],
+) -> None:
+    settings, _ = kafka_setup
+    # The periodic check would come in an hour: a revocation through this process does not wait for it.
+    settings = settings.model_copy(update={"stream_key_recheck_s": 3600.0})
+    key, key_id = await make_key(settings, "read:rnd")
+    admin, _ = await make_key(settings, "admin")
+    async with serve(settings) as api, open_stream(api.client, headers=bearer(key), department="rnd") as sse:
+        await sse.opening()
+        assert (await api.client.delete(f"/v1/keys/{key_id}", headers=bearer(admin))).status_code == 204
+        assert await asyncio.wait_for(sse.next(), WITHIN) is None, "the stream ends"
+        assert sse.comments[-1] == ": the API key no longer allows this stream"
+
+
+# --- scopes: what a department's key sees of an event -----------------------------------------------
+
+
+def shared_mention(settings: Settings, i: int) -> OutMessage:
+    """A mention routed to support and R&D, as support's copy: R&D's rule matched as well."""
+    c = classified_event(i)
+    event = MentionRouted(
+        mention=c.mention,
+        classification=c.classification,
+        department=Department.SUPPORT,
+        assignment=Assignment(
+            department=Department.SUPPORT, priority=Priority.P2, sla_minutes=120, rules=["outage-to-both"]
+        ),
+        all_departments=[Department.RND, Department.SUPPORT],
+        ingested_at=c.ingested_at,
+        matched_rules=["outage-to-both", "crash-to-rnd"],
+    )
+    return encode(topic=settings.topic_routed("support"), key=c.mention.id, event=event, source="/test")
+
+
+@pytest.mark.parametrize(
+    ("scopes", "departments", "rules"),
+    [
+        (("read:support",), ["support"], ["outage-to-both"]),
+        (("read:support", "read:pr"), ["support"], ["outage-to-both"]),
+        (("read:support", "write:rnd"), ["rnd", "support"], ["outage-to-both"]),
+        (("read:*",), ["rnd", "support"], ["outage-to-both", "crash-to-rnd"]),
+        (("admin",), ["rnd", "support"], ["outage-to-both", "crash-to-rnd"]),
+    ],
+)
+async def test_a_department_key_sees_only_its_departments_in_the_events(
+    pg_url: str, scopes: tuple[str, ...], departments: list[str], rules: list[str]
+) -> None:
+    settings = Settings().model_copy(
+        update={"bus": BusKind.MEMORY, "database_url": pg_url, "api_auth": True, "metrics_port": 0}
+    )
+    bus = MemoryBus(partitions=settings.topic_partitions)
+    key, _ = await make_key(settings, *scopes)
+    sent = shared_mention(settings, 7)
+    async with (
+        serve(settings, bus=bus) as api,
+        open_stream(api.client, headers=bearer(key), department="support") as sse,
+    ):
+        await sse.opening()
+        await bus.send([sent, escalated(settings, 7, "support")])
+        routed_event, escalated_event = await sse.take(2)
+    shown = MentionRouted.model_validate_json(routed_event.data)
+    assert [d.value for d in shown.all_departments] == departments
+    assert shown.matched_rules == rules
+    assert shown.assignment.rules == ["outage-to-both"] and shown.mention.id == classified_event(7).mention.id
+    if departments == ["rnd", "support"] and len(rules) == 2:
+        assert routed_event.data == sent.value.decode(), "a key that may see everything gets it as sent"
+    assert escalated_event.event == "mention.escalated"
 
 
 # --- the embedded mode: in-memory bus and SQLite --------------------------------------------------

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from services.api.app import create_app
 from services.router.service import RouterService
+from shared.apikeys import Actor
 from shared.bus import Record
 from shared.bus.codec import encode
 from shared.bus.kafka import KafkaBus
@@ -27,9 +28,10 @@ from shared.db import (
     create_engine,
     session_factory,
 )
-from shared.events import MentionEscalated, MentionRouted
+from shared.events import Department, MentionEscalated, MentionRouted
 from shared.routing import RuleSet
 from shared.settings import DEPARTMENTS, Settings
+from shared.workflow import Action, add_note, claim, reassign, transition, unclaim
 from tests.conftest import KafkaEnv
 from tests.support.factories import TEMPLATES, classified_event
 from tests.support.kafka import read_topics
@@ -332,3 +334,51 @@ async def test_replicas_escalating_at_once_escalate_each_assignment_once(world: 
     counts = await asyncio.gather(world.router.escalate(), second.escalate(), world.router.escalate())
     assert sum(counts) == len(assignments)
     assert {a.escalation_level for a in await world.assignments()} == {1}
+
+
+async def test_every_activity_and_correction_names_the_acting_key(world: World) -> None:
+    """The workflow records the key beside the display name on every row it writes; the SLA's own
+    escalations have none."""
+    await route(world, _template("support"))
+    a = await world.assignment("support")
+    desk = Actor(name="ana", key_id="0badc0de", key_name="helpdesk")
+    now = world.clock.now
+    async with session_factory(world.engine)() as session, session.begin():
+        await transition(session, a.id, Action.ACKNOWLEDGE, actor=desk, now=now)
+        await claim(session, a.id, assignee="ana", actor=desk, now=now)
+        await unclaim(session, a.id, actor=desk, now=now)
+        await add_note(session, a.id, text="n", actor=desk, now=now)
+        await transition(session, a.id, Action.RESPOND, actor=desk, now=now, reply={"text": "hi"})
+        await transition(session, a.id, Action.RESOLVE, actor=desk, now=now)
+        await transition(session, a.id, Action.REOPEN, actor=desk, now=now)
+        _, opened = await reassign(
+            session, a.id, department=Department.PRODUCT, actor=desk, now=now, settings=world.settings
+        )
+    world.clock.now = opened.sla_due_at + timedelta(seconds=1)
+    assert await world.router.escalate() == 1
+    async with session_factory(world.engine)() as session:
+        activity = list(await session.scalars(select(ActivityRow).order_by(ActivityRow.id)))
+        corrections = list(await session.scalars(select(CorrectionRow)))
+    assert [r.action for r in activity] == [
+        "acknowledge",
+        "claimed",
+        "unclaimed",
+        "note",
+        "respond",
+        "resolve",
+        "reopen",
+        "reassigned",
+        "reassigned_in",
+        "escalated",
+    ]
+    assert {(r.actor, r.actor_key_id, r.actor_key_name) for r in activity[:-1]} == {
+        ("ana", "0badc0de", "helpdesk")
+    }
+    assert (activity[-1].actor, activity[-1].actor_key_id, activity[-1].actor_key_name) == ("sla", None, None)
+    [correction] = corrections
+    assert (correction.actor, correction.actor_key_id, correction.actor_key_name) == (
+        "ana",
+        "0badc0de",
+        "helpdesk",
+    )
+    assert correction.departments == ["product", "support"]
