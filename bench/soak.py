@@ -308,7 +308,8 @@ async def run_soak(cfg: SoakConfig) -> dict[str, Any]:
     settings = settings.model_copy(update={"database_url": db_url})
     api_port = free_port()
     key = f"mr_{secrets.token_hex(4)}_{secrets.token_urlsafe(24)}"
-    metrics_ports = {name: free_port() for name in SERVICES if name != "api"}
+    # Every service, the API too, serves /metrics on a metrics port of its own (never on the API's port).
+    metrics_ports = {name: free_port() for name in SERVICES}
     env = {
         **os.environ,
         "MR_BUS": "kafka",
@@ -333,8 +334,7 @@ async def run_soak(cfg: SoakConfig) -> dict[str, Any]:
             feeds = Feeds(server, cfg.feeds, run_id)
             await _register(settings, feeds)
             for name in SERVICES:
-                extra = {} if name == "api" else {"MR_METRICS_PORT": str(metrics_ports[name])}
-                services.start(name, **extra)
+                services.start(name, MR_METRICS_PORT=str(metrics_ports[name]))
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{api_port}",
                 timeout=30,
@@ -438,7 +438,6 @@ async def _soak(
                 name: await _scrape(api, f"http://127.0.0.1:{port}/metrics")
                 for name, port in metrics_ports.items()
             }
-            counters["api"] = await _scrape(api, "/metrics")
             row["errors"] = {n: None if c is None else int(c["errors"]) for n, c in counters.items()}
             row["dead_letters"] = {
                 n: None if c is None else int(c["dead_letters"]) for n, c in counters.items()

@@ -135,7 +135,8 @@ def _check_prometheus_config(path: Path) -> None:
         for sd in job.get("dns_sd_configs", []):
             for name in sd.get("names", []):
                 ports[name] = int(sd.get("port", 0))
-    want = {"api": 8000, **dict.fromkeys(STAGES, 9100)}
+    # Every service on its metrics port: the API's own port serves no metrics.
+    want = dict.fromkeys(APP_SERVICES, 9100)
     if any(ports.get(name) != port for name, port in want.items()):
         problem(f"prometheus.yml: scrapes {ports}, expected at least {want}")
 
@@ -249,15 +250,48 @@ def _check_release(path: Path, documents: list[dict[str, Any]]) -> None:
         ):
             problem(f"{where}: no pre-install/pre-upgrade hook Job *{suffix}")
     for monitor in by_kind.get("ServiceMonitor", []):
-        # Its schema is checked by crdcheck; here, that it finds the Services and their ports.
+        # Its schema is checked by crdcheck; here, that it scrapes every component on its metrics port,
+        # and nothing on another port (the API's http port serves no metrics).
         spec = monitor["spec"]
         selected = [s for s in services if _matches(spec["selector"]["matchLabels"], s["metadata"]["labels"])]
-        ports = {p.get("name") for s in selected for p in s["spec"]["ports"]}
         for endpoint in spec.get("endpoints", []):
-            if endpoint.get("port") not in ports or endpoint.get("path") != "/metrics":
-                problem(f"{where}: ServiceMonitor endpoint {endpoint} matches no Service port")
-        if len(selected) != len(APP_SERVICES):
-            problem(f"{where}: ServiceMonitor selects {len(selected)} Services, expected {len(APP_SERVICES)}")
+            if endpoint.get("port") != "metrics" or endpoint.get("path") != "/metrics":
+                problem(f"{where}: ServiceMonitor endpoint {endpoint} is not /metrics on the metrics port")
+        scraped = {
+            s["metadata"]["labels"].get("app.kubernetes.io/component")
+            for s in selected
+            if any(p.get("name") == "metrics" for p in s["spec"]["ports"])
+        }
+        if scraped != set(APP_SERVICES):
+            problem(f"{where}: ServiceMonitor scrapes {sorted(c or '?' for c in scraped)}, expected all")
+    _check_metrics_stay_inside(where, by_kind, services)
+
+
+def _check_metrics_stay_inside(
+    where: str, by_kind: dict[str, list[dict[str, Any]]], services: list[Any]
+) -> None:
+    """The metrics port is in no Service an ingress leads to or that is exposed outside the cluster, and
+    every component's pods declare it."""
+    for service in services:
+        ports = {p.get("name") for p in service["spec"]["ports"]}
+        if "metrics" in ports and (len(ports) > 1 or service["spec"].get("type", "ClusterIP") != "ClusterIP"):
+            problem(f"{where}: Service {service['metadata']['name']} mixes the metrics port with others")
+    by_name = {s["metadata"]["name"]: s for s in services}
+    for ingress in by_kind.get("Ingress", []):
+        for rule in ingress["spec"].get("rules", []):
+            for path in (rule.get("http") or {}).get("paths", []):
+                backend = path["backend"]["service"]
+                target = by_name.get(backend["name"])
+                if target is None:
+                    problem(f"{where}: Ingress {ingress['metadata']['name']}: no Service {backend['name']}")
+                elif backend["port"].get("name") == "metrics" or any(
+                    p.get("name") == "metrics" for p in target["spec"]["ports"]
+                ):
+                    problem(f"{where}: Ingress {ingress['metadata']['name']} leads to a metrics port")
+    for deployment in by_kind.get("Deployment", []):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        if "metrics" not in {p["name"] for p in container.get("ports", [])}:
+            problem(f"{where}: Deployment {deployment['metadata']['name']} declares no metrics port")
 
 
 # --- static files -----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Prometheus metrics of the pipeline, and the small HTTP endpoint that serves them from a stage.
 
-The metrics live in prometheus-client's default registry, one per process: the stages of the embedded
-runner share it with the API, whose `/metrics` then shows them all; a separate ingest, classifier or
-router process serves its own on `MR_METRICS_PORT` (with `/healthz` and `/readyz` for the probes).
+The metrics live in prometheus-client's default registry, one per process, served on `MR_METRICS_PORT`
+by every service: a separate ingest, classifier or router process with `/healthz` and `/readyz` for the
+probes; the API (services/api/metrics.py) with its queue gauges, and there only `/metrics`. The stages
+of the embedded runner share the registry with its API, whose metrics port then shows them all.
 
 Names follow Prometheus conventions (`mr_` prefix, `_total` for counters, seconds for durations).
 """
@@ -105,12 +106,24 @@ class MetricsServer:
     """`/metrics`, `/healthz` and `/readyz` on a port of their own, for a stage without an HTTP API.
 
     It runs on the stage's event loop, so a `/healthz` answer also proves the loop is not stuck.
+    `collect` makes the `/metrics` body (default: this process's registry); with `probes=False` only
+    `/metrics` is served (the API, whose probes check more than this port could tell).
     """
 
-    def __init__(self, *, host: str, port: int, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        ready: Callable[[], bool],
+        collect: Callable[[], bytes] = exposition,
+        probes: bool = True,
+    ) -> None:
         self._host = host
         self._port = port
         self._ready = ready
+        self._collect = collect
+        self._probes = probes
         self._server: asyncio.Server | None = None
 
     @property
@@ -168,7 +181,9 @@ class MetricsServer:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain; charset=utf-8", b"method not allowed\n"
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, exposition()
+            return 200, CONTENT_TYPE_LATEST, self._collect()
+        if not self._probes:
+            return 404, "text/plain; charset=utf-8", b"not found\n"
         if path == "/healthz":
             return 200, "application/json", b'{"status":"ok"}'
         if path == "/readyz":

@@ -20,7 +20,7 @@ from services.api.errors import install_problem_handlers
 from services.api.keys import keys_api
 from services.api.limits import BodySizeLimit
 from services.api.mentions import mentions_api
-from services.api.metrics import metrics_router
+from services.api.metrics import api_metrics
 from services.api.push import push
 from services.api.routes import router, v1
 from services.api.rules import rules_api
@@ -59,7 +59,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
         holder = BusHolder(bus, started=True) if bus is not None else BusHolder(build_bus(settings))
         app.state.bus = holder
         try:
-            async with webhook_worker(app, settings, holder):  # its loops stop before the bus and database
+            # Their loops stop before the bus and the database.
+            async with api_metrics(settings, app.state.sessions), webhook_worker(app, settings, holder):
                 yield
         finally:
             if bus is None:
@@ -99,7 +100,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
     app.include_router(taxonomy_api)
     app.include_router(stream_api)
     app.include_router(webhooks_api)
-    app.include_router(metrics_router)
+    # No /metrics here: it is served on the metrics port only (services/api/metrics.py).
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

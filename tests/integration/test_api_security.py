@@ -4,6 +4,7 @@ limits, size limits, revocation, and the key itself never stored or logged."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import shutil
@@ -200,7 +201,6 @@ PUSH = {"source": "mastodon", "url": "https://social.example/@d/1", "text": "Tes
 TABLE: list[tuple[str, str, Any, dict[str, str]]] = [
     ("GET", "/healthz", None, everyone()),
     ("GET", "/readyz", None, everyone()),
-    ("GET", "/metrics", None, everyone()),
     ("GET", "/asyncapi.json", None, everyone()),
     ("GET", "/v1/schemas", None, everyone()),
     ("GET", "/v1/schemas/MentionRouted", None, everyone()),
@@ -297,7 +297,6 @@ TABLE: list[tuple[str, str, Any, dict[str, str]]] = [
 PUBLIC = {
     "/healthz",
     "/readyz",
-    "/metrics",
     "/asyncapi.json",
     "/v1/schemas",
     "/v1/schemas/{name}",
@@ -458,7 +457,7 @@ async def test_keys_are_stored_hashed_shown_once_and_revocable(
     assert (await env.client.get("/v1/queues", headers=headers)).status_code == 200
     deleted = await env.call("admin", "DELETE", f"/v1/keys/{key_id}")
     assert deleted.status_code == 204, deleted.text
-    env.app.state.guard._cache.clear()  # the 10 s cache, as if it expired
+    # Refused at once by the process that revoked it, although it had just found the key valid.
     assert (await env.client.get("/v1/queues", headers=headers)).status_code == 401
     bad = await env.call("admin", "POST", "/v1/keys", {"name": "x", "scopes": ["read:legal"]})
     assert bad.status_code == 422
@@ -485,3 +484,270 @@ async def test_cors_is_off_by_default_and_follows_the_setting(pg_url: str) -> No
     assert on.headers["access-control-allow-origin"] == "https://tools.example.com"
     other = await preflight(["https://other.example.com"])
     assert "access-control-allow-origin" not in other.headers
+
+
+# --- who did it: the key on every record, revocation, idempotency, scoped details ----------------------
+
+
+def _key_ref(env: Env, name: str) -> dict[str, str]:
+    """How the API reports the key `name` of SCOPES acting: its id and name."""
+    return {"id": env.keys[name].split("_")[1], "name": name}
+
+
+async def test_the_api_port_serves_no_metrics(env: Env) -> None:
+    # They are on the metrics port only (tests/integration/test_metrics.py), with or without a key here.
+    assert (await env.call(None, "GET", "/metrics")).status_code == 404
+    assert (await env.call("admin", "GET", "/metrics")).status_code == 404
+
+
+async def _as(env: Env, who: str, method: str, path: str, body: Any = None) -> httpx.Response:
+    """A request by `who` that claims, through X-Actor, to be the admin."""
+    headers = {"Authorization": f"Bearer {env.keys[who]}", "X-Actor": "admin"}
+    response = await env.client.request(method, path, json=body, headers=headers)
+    assert response.status_code < 300, response.text
+    return response
+
+
+async def _note(env: Env, who: str) -> list[dict[str, Any]]:
+    await _as(env, who, "POST", f"/v1/assignments/{env.ids['support_assignment']}/notes", {"text": "x"})
+    log = await _as(env, who, "GET", f"/v1/mentions/{env.ids['support_mention']}/activity")
+    return [log.json()["items"][-1]]
+
+
+async def _correction(env: Env, who: str) -> list[dict[str, Any]]:
+    made = await _as(
+        env, who, "POST", f"/v1/mentions/{env.ids['support_mention']}/corrections", {"intent": "question"}
+    )
+    detail = await _as(env, who, "GET", f"/v1/mentions/{env.ids['support_mention']}")
+    return [made.json()[0], detail.json()["corrections"][-1]]
+
+
+async def _rule_version(env: Env, who: str) -> list[dict[str, Any]]:
+    made = (await _as(env, who, "POST", "/v1/routing-rules/versions", {"rules": RULES})).json()
+    audit = (await _as(env, who, "GET", "/v1/routing-rules/audit")).json()["items"][0]
+    return [
+        {"actor": made["created_by"], "actor_key": made["created_by_key"]},
+        audit,
+    ]
+
+
+async def _activation(env: Env, who: str) -> list[dict[str, Any]]:
+    active = (await _as(env, who, "GET", "/v1/routing-rules")).json()["version"]
+    made = (await _as(env, who, "POST", "/v1/routing-rules/versions", {"rules": RULES})).json()["version"]
+    done = (await _as(env, who, "POST", f"/v1/routing-rules/versions/{made}/activate")).json()
+    audit = (await _as(env, who, "GET", "/v1/routing-rules/audit")).json()["items"][0]
+    version = (await _as(env, who, "GET", f"/v1/routing-rules/versions/{made}")).json()
+    await _as(env, who, "POST", f"/v1/routing-rules/versions/{active}/activate")  # as it was
+    return [
+        {"actor": done["activated_by"], "actor_key": done["activated_by_key"]},
+        audit,
+        {"actor": version["activated_by"], "actor_key": version["activated_by_key"]},
+    ]
+
+
+async def _new_key(env: Env, who: str) -> list[dict[str, Any]]:
+    made = (await _as(env, who, "POST", "/v1/keys", {"name": "made", "scopes": ["read:pr"]})).json()
+    listed = next(
+        k for k in (await _as(env, who, "GET", "/v1/keys")).json()["items"] if k["id"] == made["id"]
+    )
+    return [{"actor": k["created_by"], "actor_key": k["created_by_key"]} for k in (made, listed)]
+
+
+async def _alert(env: Env, who: str) -> list[dict[str, Any]]:
+    engine = create_engine(env.settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            now = utcnow()
+            row = AlertRow(
+                kind="spike",
+                topic="billing",
+                department="support",
+                window_start=now - timedelta(hours=2),
+                window_end=now - timedelta(hours=1),
+                count=9,
+                baseline=0.5,
+                stddev=0.5,
+                baseline_hours=168,
+                threshold=5.0,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            await session.commit()
+            alert_id = row.id
+    finally:
+        await engine.dispose()
+    acked = (await _as(env, who, "POST", f"/v1/alerts/{alert_id}/acknowledge")).json()
+    return [{"actor": acked["acknowledged_by"], "actor_key": acked["acknowledged_by_key"]}]
+
+
+RECORDS = [
+    ("activity", "support_rw", _note),
+    ("correction", "support_rw", _correction),
+    ("rule set created", "admin", _rule_version),
+    ("rule set activated", "admin", _activation),
+    ("key created", "admin", _new_key),
+    ("alert acknowledged", "support_rw", _alert),
+]
+
+
+@pytest.mark.parametrize(("record", "who", "change"), RECORDS, ids=[r for r, _, _ in RECORDS])
+async def test_records_name_the_key_that_made_the_change_beside_x_actor(
+    env: Env, record: str, who: str, change: Any
+) -> None:
+    # X-Actor claims "admin": it is kept as the display name, and the key that authenticated is recorded
+    # beside it, whatever the header says.
+    for got in await change(env, who):
+        assert (got["actor"], got["actor_key"]) == ("admin", _key_ref(env, who)), record
+
+
+async def test_an_idempotency_key_belongs_to_the_api_key_that_sent_it(env: Env) -> None:
+    other = (await env.call("admin", "POST", "/v1/keys", {"name": "pusher-2", "scopes": ["push"]})).json()
+    idempotency = f"batch-{uuid.uuid4().hex}"
+
+    async def push(key: str, body: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency}
+        return await env.client.post("/v1/mentions", json=body, headers=headers)
+
+    first = await push(env.keys["pusher"], PUSH)
+    assert first.status_code == 202 and "idempotency-replayed" not in first.headers
+    again = await push(env.keys["pusher"], PUSH)
+    assert again.headers.get("idempotency-replayed") == "true" and again.json() == first.json()
+    # Another key's same Idempotency-Key is a request of its own: processed, not the first key's answer.
+    theirs = await push(other["key"], PUSH)
+    assert theirs.status_code == 202 and "idempotency-replayed" not in theirs.headers
+    elsewhere = {**PUSH, "url": "https://social.example/@d/2"}
+    # ... and each key's reuse for another request is refused, for that key alone.
+    assert (await push(other["key"], elsewhere)).status_code == 422
+    assert (await push(env.keys["pusher"], elsewhere)).status_code == 422
+    fresh = await env.client.post(
+        "/v1/mentions",
+        json=elsewhere,
+        headers={"Authorization": f"Bearer {other['key']}", "Idempotency-Key": idempotency + "-b"},
+    )
+    assert fresh.status_code == 202 and fresh.json()["ids"] != first.json()["ids"]
+
+
+async def test_a_department_key_sees_only_its_departments_in_a_mention(env: Env) -> None:
+    listed = (await env.call("admin", "GET", "/v1/mentions?department=support&limit=200")).json()["items"]
+    shared = next(m for m in listed if {a["department"] for a in m["assignments"]} == {"support", "rnd"})
+    path = f"/v1/mentions/{shared['id']}"
+    rnd = (await env.call("admin", "POST", "/v1/keys", {"name": "rnd-desk", "scopes": ["write:rnd"]})).json()
+    rnd_headers = {"Authorization": f"Bearer {rnd['key']}"}
+    rnd_assignment = next(a["id"] for a in shared["assignments"] if a["department"] == "rnd")
+    # R&D corrects a label and hands its part to product: R&D's business, and product's.
+    made = await env.client.post(f"{path}/corrections", json={"intent": "complaint"}, headers=rnd_headers)
+    assert made.status_code == 201, made.text
+    moved = await env.client.post(
+        f"/v1/assignments/{rnd_assignment}/reassign", json={"department": "product"}, headers=rnd_headers
+    )
+    assert moved.status_code == 200, moved.text
+    # Support corrects a label too: its own.
+    assert (
+        await env.call("support_rw", "POST", f"{path}/corrections", {"sentiment": "negative"})
+    ).status_code == 201
+
+    admin = (await env.call("admin", "GET", path)).json()
+    support = (await env.call("support_ro", "GET", path)).json()
+    assert [(c["field"], c["actor_key"]["name"]) for c in admin["corrections"]] == [
+        ("intent", "rnd-desk"),
+        ("departments", "rnd-desk"),
+        ("sentiment", "support_rw"),
+    ]
+    assert next(c for c in admin["corrections"] if c["field"] == "departments")["previous"] == [
+        "rnd",
+        "support",
+    ]
+    assert [(c["field"], c["actor_key"]["name"]) for c in support["corrections"]] == [
+        ("sentiment", "support_rw")
+    ]
+    assert (await env.call("pr_rw", "GET", path)).status_code == 404
+
+    # Support now hands its part to marketing: support sees that change, cut to its own department.
+    support_assignment = next(a["id"] for a in shared["assignments"] if a["department"] == "support")
+    await env.call(
+        "support_rw", "POST", f"/v1/assignments/{support_assignment}/reassign", {"department": "marketing"}
+    )
+    seen = (await env.call("support_ro", "GET", path)).json()["corrections"][-1]
+    assert (seen["field"], seen["previous"], seen["value"]) == ("departments", ["support"], [])
+    full = (await env.call("admin", "GET", path)).json()["corrections"][-1]
+    assert (full["previous"], sorted(full["value"])) == (["product", "support"], ["marketing", "product"])
+
+
+async def test_a_department_key_sees_only_the_rules_that_routed_its_departments(env: Env) -> None:
+    listed = (await env.call("support_ro", "GET", "/v1/mentions?limit=200")).json()["items"]
+    hidden = 0
+    for m in listed:
+        mine = (await env.call("support_ro", "GET", f"/v1/mentions/{m['id']}")).json()
+        every = (await env.call("admin", "GET", f"/v1/mentions/{m['id']}")).json()
+        routed_support = {r for a in mine["assignments"] for r in a["rules"]}
+        assert set(mine["matched_rules"]) <= routed_support, m["id"]
+        assert mine["matched_rules"] == [r for r in every["matched_rules"] if r in routed_support]
+        hidden += len(every["matched_rules"]) - len(mine["matched_rules"])
+    assert hidden, "no mention here matched a rule that routed only another department"
+
+
+async def test_a_revocation_reaches_other_api_processes_within_the_key_cache(pg_url: str) -> None:
+    """Two API processes on one database: the one that revokes refuses the key at once, the other once
+    its cached entry runs out (`MR_API_KEY_CACHE_S`, docs/operations.md); its clock is the test's."""
+    settings = Settings().model_copy(
+        update={"database_url": pg_url, "bus": BusKind.MEMORY, "api_auth": True, "metrics_port": 0}
+    )
+    engine = create_engine(pg_url)
+    async with session_factory(engine)() as session:
+        admin = (await create_key(session, name="ops", scopes=["admin"], created_by="test")).key
+        made = await create_key(session, name="desk", scopes=["read:support"], created_by="test")
+        await session.commit()
+    await engine.dispose()
+    one, two = create_app(settings), create_app(settings)
+    async with (
+        one.router.lifespan_context(one),
+        two.router.lifespan_context(two),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=one), base_url="http://one") as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=two), base_url="http://two") as b,
+    ):
+        clock = [1000.0]
+        two.state.guard.clock = lambda: clock[0]
+        desk = {"Authorization": f"Bearer {made.key}"}
+        assert (await a.get("/v1/queues", headers=desk)).status_code == 200
+        assert (await b.get("/v1/queues", headers=desk)).status_code == 200
+        revoked = await a.delete(f"/v1/keys/{made.row.id}", headers={"Authorization": f"Bearer {admin}"})
+        assert revoked.status_code == 204
+        assert (await a.get("/v1/queues", headers=desk)).status_code == 401
+        # The documented delay: the other process still trusts its cached entry...
+        assert (await b.get("/v1/queues", headers=desk)).status_code == 200
+        clock[0] += settings.api_key_cache_s - 0.1
+        assert (await b.get("/v1/queues", headers=desk)).status_code == 200
+        # ... until it runs out, MR_API_KEY_CACHE_S after it was filled.
+        clock[0] += 0.1
+        assert (await b.get("/v1/queues", headers=desk)).status_code == 401
+
+
+async def test_a_cached_key_is_not_trusted_past_its_expiry(pg_url: str) -> None:
+    settings = Settings().model_copy(
+        update={
+            "database_url": pg_url,
+            "bus": BusKind.MEMORY,
+            "api_auth": True,
+            "metrics_port": 0,
+            "api_key_cache_s": 300,
+        }
+    )
+    lifetime = timedelta(seconds=6)  # long enough to be used once before it expires, on a busy machine
+    engine = create_engine(pg_url)
+    async with session_factory(engine)() as session:
+        made = await create_key(
+            session, name="brief", scopes=["read:pr"], created_by="test", expires_at=utcnow() + lifetime
+        )
+        await session.commit()
+    await engine.dispose()
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
+    ):
+        headers = {"Authorization": f"Bearer {made.key}"}
+        assert (await c.get("/v1/queues", headers=headers)).status_code == 200
+        assert made.row.expires_at is not None
+        await asyncio.sleep(max(0.0, (made.row.expires_at - utcnow()).total_seconds()) + 0.2)
+        assert (await c.get("/v1/queues", headers=headers)).status_code == 401

@@ -1,11 +1,13 @@
 """Prometheus metrics on the real broker and database: a running classifier process serves /metrics,
 /healthz and /readyz on its metrics port and its counters follow what it consumed, produced and
 dead-lettered; the Kafka consumer reports its lag per partition; ingest counts what it publishes;
-the API's /metrics reports queue sizes and SLA breaches from PostgreSQL."""
+the API reports queue sizes and SLA breaches on its metrics port, computed in the background, through a
+database outage."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,9 +21,10 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select, update
+from sqlalchemy import make_url, select, update
 
 from services.api.app import create_app
+from services.api.metrics import QueueGauges
 from services.ingest.service import IngestService
 from services.router.service import RouterService
 from shared import metrics
@@ -31,6 +34,7 @@ from shared.bus.codec import encode
 from shared.bus.kafka import KafkaBus
 from shared.db import AssignmentRow, create_engine, session_factory
 from shared.events import MentionIngested, utcnow
+from shared.metrics import MetricsServer
 from shared.routing import RuleSet
 from shared.settings import REPO_ROOT, BusKind, Settings
 from shared.sources import SourceSpec, add_source
@@ -39,6 +43,7 @@ from tests.support.factories import classified_event, make_entries, rss
 from tests.support.feedserver import FeedServer
 from tests.support.kafka import partitions
 from tests.support.scenario import wait_for
+from tests.support.tcpproxy import TcpProxy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -239,7 +244,16 @@ async def test_ingest_counts_entries_in_and_mentions_out(
 
 @pytest.mark.postgres
 async def test_api_metrics_report_queues_and_sla_breaches(pg_url: str) -> None:
-    settings = Settings().model_copy(update={"database_url": pg_url, "bus": BusKind.MEMORY})
+    port = _free_port()
+    settings = Settings().model_copy(
+        update={
+            "database_url": pg_url,
+            "bus": BusKind.MEMORY,
+            "metrics_host": "127.0.0.1",
+            "metrics_port": port,
+            "metrics_business_interval_s": 1.0,
+        }
+    )
     engine = create_engine(pg_url)
     try:
         router = RouterService(
@@ -258,9 +272,10 @@ async def test_api_metrics_report_queues_and_sla_breaches(pg_url: str) -> None:
         )
         async with session_factory(engine)() as session, session.begin():
             ids = sorted((await session.scalars(select(AssignmentRow.id))).all())
-            assert len(ids) >= 3, "the router stored too few assignments"
-            # Three overdue: two still open, one resolved (which no longer counts against the SLA).
-            late, resolved = ids[:3], ids[2]
+            assert len(ids) >= 4, "the router stored too few assignments"
+            # Four past their SLA: two waiting for a response, one resolved and one responded (neither of
+            # which waits for a first response any more).
+            late, resolved, responded = ids[:4], ids[2], ids[3]
             await session.execute(
                 update(AssignmentRow)
                 .where(AssignmentRow.id.in_(late))
@@ -269,11 +284,32 @@ async def test_api_metrics_report_queues_and_sla_breaches(pg_url: str) -> None:
             await session.execute(
                 update(AssignmentRow).where(AssignmentRow.id == resolved).values(status="resolved")
             )
+            await session.execute(
+                update(AssignmentRow)
+                .where(AssignmentRow.id == responded)
+                .values(status="responded", first_response_at=utcnow())
+            )
         app = create_app(settings, engine=engine)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
-                response = await api.get("/metrics")
+            async with (
+                httpx.AsyncClient(transport=transport, base_url="http://api") as api,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as scraper,
+            ):
+                # Not on the API's port, and only /metrics on the metrics port.
+                assert (await api.get("/metrics")).status_code == 404
+                assert (await scraper.get("/healthz")).status_code == 404
+                samples: Samples = {}
+
+                async def computed() -> bool:
+                    nonlocal samples
+                    response = await scraper.get("/metrics")
+                    assert response.status_code == 200
+                    assert response.headers["content-type"].startswith("text/plain")
+                    samples = parse(response.text)
+                    return value(samples, "mr_business_metrics_updated_timestamp_seconds") > 0
+
+                await wait_for(computed, within=30, what="the queue gauges computed in the background")
                 queues = (await api.get("/v1/queues")).json()["departments"]
                 async with session_factory(engine)() as session:
                     late_departments = (
@@ -281,9 +317,6 @@ async def test_api_metrics_report_queues_and_sla_breaches(pg_url: str) -> None:
                             select(AssignmentRow.department).where(AssignmentRow.id.in_(late[:2]))
                         )
                     ).all()
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/plain")
-        samples = parse(response.text)
         for q in queues:
             for status, n in q["by_status"].items():
                 assert value(samples, "mr_queue_assignments", department=q["department"], status=status) == n
@@ -293,10 +326,95 @@ async def test_api_metrics_report_queues_and_sla_breaches(pg_url: str) -> None:
         for department in ("marketing", "pr", "support", "rnd", "product"):
             got = value(samples, "mr_sla_overdue_assignments", department=department)
             assert got == expected_late.get(department, 0), department
+            assert got == next(q["overdue"] for q in queues if q["department"] == department)
         # The process's pipeline metrics are served alongside (the router above ran in this process).
         assert any(name == "mr_messages_in_total" for name, _ in samples)
         assert "/metrics" not in (await _openapi_paths(app))
     finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_queue_gauges_survive_a_database_outage_and_scrapes_never_wait_for_it(pg_url: str) -> None:
+    url = make_url(pg_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    engine = create_engine(url.set(port=proxy.port).render_as_string(hide_password=False))
+    gauges = QueueGauges(session_factory(engine), interval_s=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gauges.run(stop))
+    try:
+        async with (
+            MetricsServer(
+                host="127.0.0.1", port=0, ready=lambda: True, collect=gauges.exposition, probes=False
+            ) as server,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=5) as http,
+        ):
+
+            async def scrape() -> Samples:
+                return parse((await http.get("/metrics")).text)
+
+            async def updated() -> float:
+                return value(await scrape(), "mr_business_metrics_updated_timestamp_seconds")
+
+            async def first_round() -> bool:
+                return await updated() > 0
+
+            await wait_for(first_round, within=30, what="a first round")
+            await proxy.cut()
+            errors = value(await scrape(), "mr_business_metrics_errors_total")
+
+            async def failing() -> bool:
+                return value(await scrape(), "mr_business_metrics_errors_total") >= errors + 2
+
+            await wait_for(failing, within=60, what="rounds failing while the database is away")
+            stale = await updated()
+            # The scrape answers from the last values, the task goes on.
+            samples = await scrape()
+            assert ("mr_queue_assignments", (("department", "support"), ("status", "new"))) in samples
+            assert not task.done()
+            await proxy.restore()
+
+            async def recovered() -> bool:
+                return await updated() > stale
+
+            await wait_for(recovered, within=60, what="the gauges computed again after the outage")
+            assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await proxy.cut()
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_round_of_queue_gauges_is_bounded_when_the_database_hangs(pg_url: str) -> None:
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)  # accepts the connection and never answers
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    engine = create_engine(make_url(pg_url).set(port=port).render_as_string(hide_password=False))
+    gauges = QueueGauges(session_factory(engine), interval_s=0.5)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gauges.run(stop))
+    try:
+
+        async def given_up() -> bool:
+            return (gauges.registry.get_sample_value("mr_business_metrics_errors_total") or 0) >= 2
+
+        await wait_for(given_up, within=30, what="two rounds abandoned while the database hangs")
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        listener.close()
+        for writer in writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         await engine.dispose()
 
 

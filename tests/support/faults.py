@@ -211,8 +211,8 @@ class FaultPipeline:
 
     def start(self, service: str, name: str | None = None, **env: str) -> str:
         name = name or service
-        if service != "api":
-            env.setdefault("MR_METRICS_PORT", str(free_port()))
+        # Every service serves its metrics on a port of its own, the API too.
+        env.setdefault("MR_METRICS_PORT", str(free_port()))
         self.procs.start(service, name, **env)
         return name
 

@@ -35,6 +35,20 @@ async def test_endpoint_serves_metrics_health_and_readiness() -> None:
         del reader
 
 
+async def test_the_apis_endpoint_serves_only_metrics() -> None:
+    # The API's metrics port: its own body (the queue gauges appended), and no probes (the API's are on
+    # its own port, where /readyz checks the database and the broker).
+    async with (
+        MetricsServer(
+            host="127.0.0.1", port=0, ready=lambda: True, collect=lambda: b"mr_x 1.0\n", probes=False
+        ) as server,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=5) as http,
+    ):
+        assert (await http.get("/metrics")).text == "mr_x 1.0\n"
+        assert (await http.get("/healthz")).status_code == 404
+        assert (await http.get("/readyz")).status_code == 404
+
+
 def test_topic_spec_uses_overrides_by_name_without_prefix() -> None:
     settings = Settings(
         topic_prefix="acme.",
@@ -78,4 +92,10 @@ async def test_image_healthcheck_asks_the_metrics_port_then_the_api_port(
         monkeypatch.setenv("MR_METRICS_PORT", "1")
         monkeypatch.setenv("MR_API_PORT", str(server.port))
         assert await asyncio.to_thread(healthcheck.main, []) == 0
+        # The API: its metrics port answers /metrics only, so the probes go on to the API port.
+        async with MetricsServer(host="127.0.0.1", port=0, ready=lambda: True, probes=False) as api_metrics:
+            monkeypatch.setenv("MR_METRICS_PORT", str(api_metrics.port))
+            assert await asyncio.to_thread(healthcheck.main, ["--ready"]) == 0
+            monkeypatch.setenv("MR_API_PORT", "0")
+            assert await asyncio.to_thread(healthcheck.main, ["--ready"]) == 1
     assert await asyncio.to_thread(healthcheck.main, []) == 1
