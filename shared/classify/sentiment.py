@@ -163,6 +163,18 @@ class SentimentResult:
     hits: int = 0
 
 
+@dataclass(slots=True)
+class _Tally:
+    """The running sums of one text's scoring: the compound's input, the positive and negative valences
+    (for the confidence), the hits, and the evidence so far."""
+
+    total: float
+    positive: float
+    negative: float
+    hits: int
+    evidence: list[str]
+
+
 @functools.cache
 def vader_lexicon() -> dict[str, float]:
     """VADER's word list (read from the installed vaderSentiment package once) with its emoji
@@ -249,14 +261,7 @@ class LexiconScorer:
         lexicon = self._lexicon if language in ENGLISH_LIKE else self._foreign
         if present is None:
             present = set(tokens)
-        phrase_hits: list[tuple[int, str]] = []
-        covered: set[int] = set()
-        if phrases is None:
-            phrases = list(self._phrases.find(tokens, present))
-        for i, phrase in phrases:
-            if PHRASES[phrase]:
-                phrase_hits.append((i, phrase))
-            covered.update(range(i, i + self._phrase_lengths[phrase]))
+        phrase_hits, covered = self._phrase_hits(tokens, present, phrases)
         wanted = present & (self._lexicon_keys if lexicon is self._lexicon else self._foreign_keys)
         emoticons = _emoticons(text) if _EMOTICON_HINT.search(text, 0, 5000) else []
         if not wanted and not phrase_hits and not emoticons:
@@ -272,6 +277,34 @@ class LexiconScorer:
         seq = [(i, tok) for i, tok in enumerate(tokens) if tok in wanted]
         if phrase_hits:
             seq = sorted([(i, tok) for i, tok in seq if i not in covered] + phrase_hits)
+        tally = self._sentences(text, tokens, seq, lexicon)
+        _add_emoticons(tally, emoticons, lexicon)
+        _add_exclamations(tally, text)
+        return self._result(tally)
+
+    def _phrase_hits(
+        self,
+        tokens: Sequence[str],
+        present: AbstractSet[str],
+        phrases: Sequence[tuple[int, str]] | None,
+    ) -> tuple[list[tuple[int, str]], set[int]]:
+        """The phrases with a valence, by position, and the positions every phrase covers (the words of a
+        phrase are not scored again on their own: "not bad" is one hit, not "bad" negated)."""
+        phrase_hits: list[tuple[int, str]] = []
+        covered: set[int] = set()
+        if phrases is None:
+            phrases = list(self._phrases.find(tokens, present))
+        for i, phrase in phrases:
+            if PHRASES[phrase]:
+                phrase_hits.append((i, phrase))
+            covered.update(range(i, i + self._phrase_lengths[phrase]))
+        return phrase_hits, covered
+
+    def _sentences(
+        self, text: str, tokens: Sequence[str], seq: Sequence[tuple[int, str]], lexicon: dict[str, float]
+    ) -> _Tally:
+        """The valences of `seq`'s words summed sentence by sentence: a question counts for less, and
+        before a contrast word half, after it 1.5 times."""
         caps = not text.isupper()
         evidence: list[str] = []
         total = 0.0
@@ -305,22 +338,14 @@ class LexiconScorer:
             if len(evidence) < 10:
                 evidence.append(f"{note}{word}={v:+.2f}")
         total += sentence
-        for emoticon in emoticons:
-            v = lexicon.get(emoticon.lower(), 0.0) or (
-                1.5 if emoticon[-1] in _HAPPY_EMOTICON_ENDS or emoticon.startswith("<3") else -1.5
-            )
-            total += v
-            positive, negative = (positive + v, negative) if v > 0 else (positive, negative + v)
-            if len(evidence) < 10:
-                evidence.append(f"emoticon:{emoticon}={v:+.2f}")
-        bangs = min(4, text.count("!", 0, 5000))
-        if bangs and total:
-            total += math.copysign(bangs * _EXCLAIM, total)
-            evidence.append(f"exclamation:{bangs}")
+        return _Tally(total=total, positive=positive, negative=negative, hits=hits, evidence=evidence)
+
+    def _result(self, tally: _Tally) -> SentimentResult:
+        """VADER's normalisation of the sum, its label, and a confidence."""
+        total, positive, negative, n = tally.total, tally.positive, tally.negative, tally.hits
         score = total / math.sqrt(total * total + _ALPHA)
         score = max(-1.0, min(1.0, score))
         label = label_for(score, self.neutral_threshold)
-        n = hits + len(emoticons)
         # Confidence: how far the score is from the neutral band, less when the text pulls both ways
         # or when a single word decides.
         mixed = min(positive, -negative) / max(positive, -negative) if positive and negative else 0.0
@@ -328,12 +353,12 @@ class LexiconScorer:
             confidence = 0.55 - 0.15 * mixed
         else:
             confidence = 0.5 + 0.45 * abs(score) * (1 - 0.5 * mixed) * (0.75 if n == 1 else 1.0)
-        evidence.insert(0, f"lexicon:compound={score:+.3f} ({n} hit{'s' if n != 1 else ''})")
+        tally.evidence.insert(0, f"lexicon:compound={score:+.3f} ({n} hit{'s' if n != 1 else ''})")
         return SentimentResult(
             score=round(score, 4),
             label=label,
             confidence=round(min(0.95, confidence), 3),
-            evidence=evidence,
+            evidence=tally.evidence,
             positive=positive,
             negative=negative,
             hits=n,
@@ -376,3 +401,28 @@ class LexiconScorer:
 
 def _emoticons(text: str) -> list[str]:
     return _EMOTICON_RE.findall(text, 0, 5000)
+
+
+def _add_emoticons(tally: _Tally, emoticons: Sequence[str], lexicon: dict[str, float]) -> None:
+    """Emoticons count as hits of their own, outside any sentence (a lexicon entry, else ±1.5 by the
+    mouth's direction)."""
+    for emoticon in emoticons:
+        v = lexicon.get(emoticon.lower(), 0.0) or (
+            1.5 if emoticon[-1] in _HAPPY_EMOTICON_ENDS or emoticon.startswith("<3") else -1.5
+        )
+        tally.total += v
+        if v > 0:
+            tally.positive += v
+        else:
+            tally.negative += v
+        tally.hits += 1
+        if len(tally.evidence) < 10:
+            tally.evidence.append(f"emoticon:{emoticon}={v:+.2f}")
+
+
+def _add_exclamations(tally: _Tally, text: str) -> None:
+    """Up to four exclamation marks push the sum further the way it already leans."""
+    bangs = min(4, text.count("!", 0, 5000))
+    if bangs and tally.total:
+        tally.total += math.copysign(bangs * _EXCLAIM, tally.total)
+        tally.evidence.append(f"exclamation:{bangs}")
