@@ -192,24 +192,10 @@ def finetune(
     `validation` (macro-F1 of the sentiment head plus that of the departments head), and exports it to
     ONNX, as float32 and as int8 (dynamic, per channel: per tensor loses several points of cosine)."""
     torch = require_torch()
-    from safetensors import safe_open
-    from tokenizers import Tokenizer
-
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    folder = resources.files(_PACKAGE) / "model"
-    with safe_open(str(folder / "model.safetensors"), framework="np") as f:
-        weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    tokenizer_json = (folder / "tokenizer.json").read_text(encoding="utf-8")
-    tok = Tokenizer.from_str(tokenizer_json)
-    tok.no_truncation()
-    tok.no_padding()
-    cls_id, sep_id = tok.token_to_id("[CLS]") or 101, tok.token_to_id("[SEP]") or 102
-
-    def ids_of(text: str) -> list[int]:
-        pieces = tok.encode((text or " ")[:8000], add_special_tokens=False).ids
-        return [cls_id, *truncate(pieces, max_tokens=max_tokens, head_tokens=head_tokens), sep_id]
-
+    weights, tokenizer_json = _pretrained()
+    ids_of = _WordPieces(tokenizer_json, max_tokens=max_tokens, head_tokens=head_tokens)
     encoder = _bert(torch, weights, dropout=0.1)
     heads = torch.nn.ModuleDict(
         {"s": torch.nn.Linear(384, n_sentiments), "d": torch.nn.Linear(384, n_departments)}
@@ -218,79 +204,28 @@ def finetune(
     val_ids = [ids_of(ex.text) for ex in validation]
     order = sorted(range(len(examples)), key=lambda i: len(ids[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    optimiser = torch.optim.AdamW(
-        [{"params": encoder.parameters(), "lr": 3e-5}, {"params": heads.parameters(), "lr": 1e-3}],
-        weight_decay=0.01,
-    )
-    steps = max(1, epochs * len(batches))
-    warmup = max(1.0, 0.06 * steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: min(1.0, s / warmup) * max(0.0, (steps - s) / steps)
-    )
-    F = torch.nn.functional
-
-    def padded(rows: list[list[int]]) -> tuple[Any, Any]:
-        n = max(len(r) for r in rows)
-        x = torch.zeros(len(rows), n, dtype=torch.long)
-        mask = torch.zeros(len(rows), n, dtype=torch.long)
-        for row, r in enumerate(rows):
-            x[row, : len(r)] = torch.tensor(r)
-            mask[row, : len(r)] = 1
-        return x, mask
-
-    started = time.monotonic()
+    training = _Training.start(torch, encoder, heads, examples, ids, steps=max(1, epochs * len(batches)))
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict[str, Any]] = (-1.0, 0, {})
     for epoch in range(epochs):
         rng.shuffle(batches)
-        encoder.train()
-        total = 0.0
-        for step, batch in enumerate(batches):
-            vectors = encoder(*padded([ids[i] for i in batch]))
-            loss = torch.zeros(())
-            s_rows = [r for r, i in enumerate(batch) if examples[i].sentiment is not None]
-            if s_rows:
-                y = torch.tensor([examples[batch[r]].sentiment for r in s_rows])
-                w = torch.tensor([examples[batch[r]].sentiment_weight for r in s_rows])
-                ce = F.cross_entropy(heads["s"](vectors[s_rows]), y, reduction="none")
-                loss = loss + (ce * w).sum() / len(batch)
-            d_rows = [r for r, i in enumerate(batch) if examples[i].departments is not None]
-            if d_rows:
-                y = torch.tensor([examples[batch[r]].departments for r in d_rows])
-                w = torch.tensor([examples[batch[r]].weight for r in d_rows])[:, None]
-                bce = F.binary_cross_entropy_with_logits(heads["d"](vectors[d_rows]), y, reduction="none")
-                loss = loss + (bce * w).sum() / len(batch) / 2
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += float(loss.detach())
-            if step % 200 == 0:
-                log.info(
-                    "epoch %d: batch %d/%d, loss %.4f (%.0f s)",
-                    epoch + 1,
-                    step,
-                    len(batches),
-                    total / (step + 1),
-                    time.monotonic() - started,
-                )
-        scores = _validate(torch, encoder, heads, validation, val_ids, padded)
-        scores["loss"] = round(total / max(1, len(batches)), 4)
+        loss = training.epoch(batches, epoch)
+        scores = _validate(torch, encoder, heads, validation, val_ids)
+        scores["loss"] = round(loss, 4)
         history.append(scores)
         log.info(
-            "fine-tuning epoch %d/%d: %s (%.0f s)", epoch + 1, epochs, scores, time.monotonic() - started
+            "fine-tuning epoch %d/%d: %s (%.0f s)",
+            epoch + 1,
+            epochs,
+            scores,
+            time.monotonic() - training.started,
         )
         score = scores["sentiment_macro_f1"] + scores["departments_macro_f1"]
         if score > best[0]:
             best = (score, epoch + 1, {k: v.detach().clone() for k, v in encoder.state_dict().items()})
     encoder.load_state_dict(best[2])
     encoder.eval()
-    checks = np.zeros((len(check_texts), 384), np.float32)
-    with torch.no_grad():
-        for row, text in enumerate(check_texts):
-            x = torch.tensor([ids_of(text)])
-            v = encoder(x, torch.ones(x.shape, dtype=torch.long))[0]
-            checks[row] = (v / v.norm().clamp_min(1e-9)).numpy()
+    checks = _check_vectors(torch, encoder, ids_of, check_texts)
     onnx_float, onnx_int8 = export_onnx(torch, encoder)
     return Tuned(
         onnx_float=onnx_float,
@@ -300,6 +235,143 @@ def finetune(
         epochs=history,
         best_epoch=best[1],
     )
+
+
+def _pretrained() -> tuple[dict[str, np.ndarray], str]:
+    """The package's weights (by tensor name) and its tokenizer (JSON), what fine-tuning starts from."""
+    from safetensors import safe_open
+
+    folder = resources.files(_PACKAGE) / "model"
+    with safe_open(str(folder / "model.safetensors"), framework="np") as f:
+        weights = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    return weights, (folder / "tokenizer.json").read_text(encoding="utf-8")
+
+
+class _WordPieces:
+    """A text's word-piece ids as the encoder reads them: [CLS], the head and tail of the text, [SEP]."""
+
+    def __init__(self, tokenizer_json: str, *, max_tokens: int, head_tokens: int) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_str(tokenizer_json)
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self._cls = self._tok.token_to_id("[CLS]") or 101
+        self._sep = self._tok.token_to_id("[SEP]") or 102
+        self._max_tokens = max_tokens
+        self._head_tokens = head_tokens
+
+    def __call__(self, text: str) -> list[int]:
+        pieces = self._tok.encode((text or " ")[:8000], add_special_tokens=False).ids
+        return [
+            self._cls,
+            *truncate(pieces, max_tokens=self._max_tokens, head_tokens=self._head_tokens),
+            self._sep,
+        ]
+
+
+def _padded(torch: Any, rows: list[list[int]]) -> tuple[Any, Any]:
+    """A batch of id rows, padded to the longest with 0, and its attention mask."""
+    n = max(len(r) for r in rows)
+    x = torch.zeros(len(rows), n, dtype=torch.long)
+    mask = torch.zeros(len(rows), n, dtype=torch.long)
+    for row, r in enumerate(rows):
+        x[row, : len(r)] = torch.tensor(r)
+        mask[row, : len(r)] = 1
+    return x, mask
+
+
+@dataclass
+class _Training:
+    """What the training steps share: the model (encoder and heads), the optimiser and its learning-rate
+    schedule, the examples and their word pieces, and when training started (for the log)."""
+
+    torch: Any
+    encoder: Any
+    heads: Any
+    optimiser: Any
+    schedule: Any
+    examples: Sequence[TuningExample]
+    ids: list[list[int]]
+    started: float
+
+    @classmethod
+    def start(
+        cls,
+        torch: Any,
+        encoder: Any,
+        heads: Any,
+        examples: Sequence[TuningExample],
+        ids: list[list[int]],
+        *,
+        steps: int,
+    ) -> _Training:
+        """AdamW, 3e-5 for the encoder and 1e-3 for the heads; linear warm-up over 6 % of the `steps`,
+        then linear decay to zero."""
+        optimiser = torch.optim.AdamW(
+            [{"params": encoder.parameters(), "lr": 3e-5}, {"params": heads.parameters(), "lr": 1e-3}],
+            weight_decay=0.01,
+        )
+        warmup = max(1.0, 0.06 * steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: min(1.0, s / warmup) * max(0.0, (steps - s) / steps)
+        )
+        return cls(torch, encoder, heads, optimiser, schedule, examples, ids, time.monotonic())
+
+    def epoch(self, batches: Sequence[list[int]], epoch: int) -> float:
+        """One pass over `batches` (lists of example indices); the mean loss per batch."""
+        self.encoder.train()
+        total = 0.0
+        for step, batch in enumerate(batches):
+            loss = self.loss(batch)
+            self.optimiser.zero_grad()
+            loss.backward()
+            self.optimiser.step()
+            self.schedule.step()
+            total += float(loss.detach())
+            if step % 200 == 0:
+                log.info(
+                    "epoch %d: batch %d/%d, loss %.4f (%.0f s)",
+                    epoch + 1,
+                    step,
+                    len(batches),
+                    total / (step + 1),
+                    time.monotonic() - self.started,
+                )
+        return total / max(1, len(batches))
+
+    def loss(self, batch: list[int]) -> Any:
+        """Class-weighted cross-entropy of the sentiment head plus half the weighted binary cross-entropy
+        of the departments head, over the batch's examples that have each label."""
+        torch, examples = self.torch, self.examples
+        F = torch.nn.functional
+        vectors = self.encoder(*_padded(torch, [self.ids[i] for i in batch]))
+        loss = torch.zeros(())
+        s_rows = [r for r, i in enumerate(batch) if examples[i].sentiment is not None]
+        if s_rows:
+            y = torch.tensor([examples[batch[r]].sentiment for r in s_rows])
+            w = torch.tensor([examples[batch[r]].sentiment_weight for r in s_rows])
+            ce = F.cross_entropy(self.heads["s"](vectors[s_rows]), y, reduction="none")
+            loss = loss + (ce * w).sum() / len(batch)
+        d_rows = [r for r, i in enumerate(batch) if examples[i].departments is not None]
+        if d_rows:
+            y = torch.tensor([examples[batch[r]].departments for r in d_rows])
+            w = torch.tensor([examples[batch[r]].weight for r in d_rows])[:, None]
+            bce = F.binary_cross_entropy_with_logits(self.heads["d"](vectors[d_rows]), y, reduction="none")
+            loss = loss + (bce * w).sum() / len(batch) / 2
+        return loss
+
+
+def _check_vectors(torch: Any, encoder: Any, ids_of: _WordPieces, texts: Sequence[str]) -> np.ndarray:
+    """The tuned encoder's unit vectors of `texts`, one at a time (no padding): what the exported graph
+    must reproduce."""
+    checks = np.zeros((len(texts), 384), np.float32)
+    with torch.no_grad():
+        for row, text in enumerate(texts):
+            x = torch.tensor([ids_of(text)])
+            v = encoder(x, torch.ones(x.shape, dtype=torch.long))[0]
+            checks[row] = (v / v.norm().clamp_min(1e-9)).numpy()
+    return checks
 
 
 def _macro_f1(gold: Sequence[Any], pred: Sequence[Any]) -> float:
@@ -320,7 +392,6 @@ def _validate(
     heads: Any,
     validation: Sequence[TuningExample],
     val_ids: list[list[int]],
-    padded: Any,
 ) -> dict[str, float]:
     """Macro-F1 of the fine-tuning heads on the validation examples."""
     encoder.eval()
@@ -332,7 +403,7 @@ def _validate(
     with torch.no_grad():
         for start in range(0, len(order), 64):
             chunk = order[start : start + 64]
-            vectors = encoder(*padded([val_ids[i] for i in chunk]))
+            vectors = encoder(*_padded(torch, [val_ids[i] for i in chunk]))
             s_logits = heads["s"](vectors).argmax(-1).tolist()
             d_probs = torch.sigmoid(heads["d"](vectors)).tolist()
             for row, i in enumerate(chunk):
