@@ -13,28 +13,40 @@ from shared.settings import REPO_ROOT, ClassifierEngineKind, Settings
 COMMANDS = ("classify", "evaluate", "train")
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    engine_help = "rules | learned | cascade (default: MR_CLASSIFIER_ENGINE)"
-    model_help = "the model artifact of the learned engine (default: MR_CLASSIFIER_MODEL)"
+_ENGINE_HELP = "rules | learned | cascade (default: MR_CLASSIFIER_ENGINE)"
+_MODEL_HELP = "the model artifact of the learned engine (default: MR_CLASSIFIER_MODEL)"
 
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The parsers of COMMANDS, on the command line's subparsers."""
+    _add_classify(sub)
+    _add_evaluate(sub)
+    _add_train(sub)
+
+
+def _add_classify(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     classify = sub.add_parser(
         "classify", help="label mentions read as JSON Lines (id, title, text, ...) from FILE or stdin"
     )
     classify.add_argument("file", nargs="?", type=Path, help="JSON Lines input (default: stdin)")
     classify.add_argument("--route", action="store_true", help="add `departments` from the routing rules")
-    classify.add_argument("--engine", choices=[k.value for k in ClassifierEngineKind], help=engine_help)
-    classify.add_argument("--model", type=Path, help=model_help)
+    classify.add_argument("--engine", choices=[k.value for k in ClassifierEngineKind], help=_ENGINE_HELP)
+    classify.add_argument("--model", type=Path, help=_MODEL_HELP)
     classify.add_argument("--out", type=Path, help="write here instead of stdout")
 
+
+def _add_evaluate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     evaluate = sub.add_parser(
         "evaluate",
         help="precision, recall, F1, macro-F1 and confusion matrices on a labelled JSON Lines file",
     )
     evaluate.add_argument("file", type=Path, nargs="+")
-    evaluate.add_argument("--engine", choices=[k.value for k in ClassifierEngineKind], help=engine_help)
-    evaluate.add_argument("--model", type=Path, help=model_help)
+    evaluate.add_argument("--engine", choices=[k.value for k in ClassifierEngineKind], help=_ENGINE_HELP)
+    evaluate.add_argument("--model", type=Path, help=_MODEL_HELP)
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
 
+
+def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     train = sub.add_parser(
         "train",
         help="train the learned engine's model from the public data, the project's labelled set and "
