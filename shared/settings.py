@@ -386,7 +386,7 @@ class Settings(BaseSettings):
             "How often an open stream re-checks its key (revoked, expired or no longer allowed the "
             "departments: the stream ends)."
         ),
-        default=60.0,
+        default=10.0,
         gt=0,
     )
     stats_max_buckets: int = Field(

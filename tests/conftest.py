@@ -31,6 +31,8 @@ os.environ.setdefault("MR_API_AUTH", "false")
 # command line (test_classify_batch.py), the service refusing a broken model, and the engine itself
 # (tests/unit/test_learned_engine.py); the quick bench in `make test` runs it through the pipeline.
 os.environ.setdefault("MR_CLASSIFIER_ENGINE", "rules")
+# Every app a test builds would try to bind the default metrics port 9100; the metrics tests set their own.
+os.environ.setdefault("MR_METRICS_PORT", "0")
 
 from bench.infra import create_database, delete_topics, drop_database, script_env
 from shared.db import migrate
