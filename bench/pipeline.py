@@ -165,6 +165,137 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+class _Arrivals:
+    """The latency phase's routed events as they arrive: each (mention, department)'s latency from the
+    mention's scheduled time and, with hops, where the time went."""
+
+    def __init__(self, classified_topic: str) -> None:
+        self.classified_topic = classified_topic
+        self.scheduled: dict[str, float] = {}
+        self.seen: dict[tuple[str, str], float] = {}
+        # Where the time goes: the producers' CreateTime stamps (wall clock, ms) of each hop.
+        self.classified_ms: dict[str, int] = {}
+        self.hop_times: list[tuple[float, float, float]] = []
+        self.wall = time.time() - time.perf_counter()
+        self.duplicates = 0
+
+    async def receive(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        scheduled, seen, classified_ms, wall = self.scheduled, self.seen, self.classified_ms, self.wall
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            arrival = time.perf_counter()
+            for records in batches.values():
+                for r in records:
+                    key = r.key.decode() if r.key else ""
+                    if key not in scheduled:
+                        continue
+                    if r.topic == self.classified_topic:
+                        classified_ms.setdefault(key, r.timestamp)
+                        continue
+                    pair = (key, r.topic.rsplit(".", 1)[1])
+                    if pair in seen:
+                        self.duplicates += 1
+                        continue
+                    seen[pair] = arrival - scheduled[key]
+                    if key in classified_ms:
+                        due_ms = (scheduled[key] + wall) * 1000
+                        self.hop_times.append(
+                            (
+                                classified_ms[key] - due_ms,
+                                r.timestamp - classified_ms[key],
+                                (arrival + wall) * 1000 - r.timestamp,
+                            )
+                        )
+
+    def check(self, expected: set[tuple[str, str]]) -> None:
+        """Every expected routed event arrived, and no other."""
+        missing = expected - self.seen.keys()
+        if missing:
+            raise BenchFailure(f"{len(missing)} routed events never arrived on their department topics")
+        stray = self.seen.keys() - expected
+        if stray:
+            raise BenchFailure(
+                f"{len(stray)} routed events arrived for assignments the database does not hold"
+            )
+
+    def figures(self, *, rate: float, mentions: int, send_schedule_s: float, behind: float) -> dict[str, Any]:
+        latencies = [v * 1000 for v in self.seen.values()]
+        first: dict[str, float] = {}
+        for (key, _), v in self.seen.items():
+            first[key] = min(first.get(key, v), v)
+        hop_times = self.hop_times
+        return {
+            "offered_per_s": rate,
+            "mentions": mentions,
+            "routed_events": len(latencies),
+            "duplicate_routed_events": self.duplicates,
+            "send_schedule_s": send_schedule_s,
+            "sender_max_behind_ms": round(behind * 1000, 1),
+            "latency_ms": {
+                "p50": round(_percentile(latencies, 50), 1),
+                "p90": round(_percentile(latencies, 90), 1),
+                "p99": round(_percentile(latencies, 99), 1),
+                "max": round(max(latencies), 1),
+                "mean": round(sum(latencies) / len(latencies), 1),
+            },
+            # Medians of each hop (--hops), from the producers' CreateTime stamps (one machine's clock):
+            # due → classifier's send, classifier's send → router's send, router's send → arrival here.
+            "hops_p50_ms": {
+                name: round(_percentile([h[i] for h in hop_times], 50), 1)
+                for i, name in enumerate(("to_classified", "classified_to_routed", "routed_to_arrival"))
+            }
+            if hop_times
+            else None,
+            "first_department_latency_ms": {
+                "p50": round(_percentile([v * 1000 for v in first.values()], 50), 1),
+                "p99": round(_percentile([v * 1000 for v in first.values()], 99), 1),
+            },
+        }
+
+
+async def _assign_at_end(consumer: AIOKafkaConsumer, settings: Settings, *, hops: bool) -> None:
+    """Read the department topics (and, with hops, the classified topic) from their current ends."""
+    routed_topics = [settings.topic_routed(d) for d in DEPARTMENTS]
+    tps = [
+        TopicPartition(t, p)
+        for t in ([settings.topic_classified] if hops else []) + routed_topics
+        for p in range(settings.topic_partitions)
+    ]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:  # resolve the positions now, not after the first routed event arrived
+        await consumer.position(tp)
+
+
+async def _send_on_schedule(
+    prod: Any, messages: Sequence[Generated], rate: float, scheduled: dict[str, float]
+) -> tuple[float, float]:
+    """Send mention i at t0 + i/rate whatever happened before (open loop), noting each one's scheduled
+    time in `scheduled`; t0 and how far the sender fell behind its schedule at worst."""
+    futures = []
+    t0 = time.perf_counter() + 0.05
+    behind = 0.0
+    for i, g in enumerate(messages):
+        due = t0 + i / rate
+        scheduled[g.key] = due
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            behind = max(behind, -delay)
+        m = g.message
+        futures.append(
+            await prod.send(
+                m.topic,
+                value=m.value,
+                key=m.key.encode(),
+                headers=[(k, v.encode()) for k, v in m.headers.items()],
+            )
+        )
+    await asyncio.gather(*futures)
+    return t0, behind
+
+
 async def _latency_phase(
     settings: Settings,
     db: Database,
@@ -177,7 +308,8 @@ async def _latency_phase(
     stored_before: int,
     stall_timeout_s: float,
 ) -> dict[str, Any]:
-    routed_topics = [settings.topic_routed(d) for d in DEPARTMENTS]
+    """`messages` on an open-loop schedule at `rate`; each routed event's latency from its mention's
+    scheduled time, once every mention is stored and every routed event the database expects arrived."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id="mention-router.bench.latency",
@@ -189,75 +321,12 @@ async def _latency_phase(
     await consumer.start()
     prod = producer(settings, linger_ms=generator_linger_ms)
     await prod.start()
-    scheduled: dict[str, float] = {}
-    seen: dict[tuple[str, str], float] = {}
-    # Where the time goes: the producers' CreateTime stamps (wall clock, ms) of each hop.
-    classified_ms: dict[str, int] = {}
-    hop_times: list[tuple[float, float, float]] = []
-    wall = time.time() - time.perf_counter()
-    duplicates = 0
+    arrivals = _Arrivals(settings.topic_classified)
     stop = asyncio.Event()
     try:
-        tps = [
-            TopicPartition(t, p)
-            for t in ([settings.topic_classified] if hops else []) + routed_topics
-            for p in range(settings.topic_partitions)
-        ]
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve the positions now, not after the first routed event arrived
-            await consumer.position(tp)
-
-        async def receive() -> None:
-            nonlocal duplicates
-            while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=100)
-                arrival = time.perf_counter()
-                for records in batches.values():
-                    for r in records:
-                        key = r.key.decode() if r.key else ""
-                        if key not in scheduled:
-                            continue
-                        if r.topic == settings.topic_classified:
-                            classified_ms.setdefault(key, r.timestamp)
-                            continue
-                        pair = (key, r.topic.rsplit(".", 1)[1])
-                        if pair in seen:
-                            duplicates += 1
-                            continue
-                        seen[pair] = arrival - scheduled[key]
-                        if key in classified_ms:
-                            due_ms = (scheduled[key] + wall) * 1000
-                            hop_times.append(
-                                (
-                                    classified_ms[key] - due_ms,
-                                    r.timestamp - classified_ms[key],
-                                    (arrival + wall) * 1000 - r.timestamp,
-                                )
-                            )
-
-        receiver = asyncio.create_task(receive())
-        futures = []
-        t0 = time.perf_counter() + 0.05
-        behind = 0.0
-        for i, g in enumerate(messages):
-            due = t0 + i / rate
-            scheduled[g.key] = due
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                behind = max(behind, -delay)
-            m = g.message
-            futures.append(
-                await prod.send(
-                    m.topic,
-                    value=m.value,
-                    key=m.key.encode(),
-                    headers=[(k, v.encode()) for k, v in m.headers.items()],
-                )
-            )
-        await asyncio.gather(*futures)
+        await _assign_at_end(consumer, settings, hops=hops)
+        receiver = asyncio.create_task(arrivals.receive(consumer, stop))
+        t0, behind = await _send_on_schedule(prod, messages, rate, arrivals.scheduled)
         sent_at = time.perf_counter()
         await _wait_stored(db, services, stored_before + len(messages), stall_timeout_s=stall_timeout_s)
         rows = await db.fetch(
@@ -266,7 +335,7 @@ async def _latency_phase(
         )
         expected = {(r["mention_id"], r["department"]) for r in rows}
         deadline = time.monotonic() + 30
-        while not expected <= seen.keys() and time.monotonic() < deadline:
+        while not expected <= arrivals.seen.keys() and time.monotonic() < deadline:
             services.check_alive()
             await asyncio.sleep(0.05)
         stop.set()
@@ -275,43 +344,10 @@ async def _latency_phase(
         stop.set()
         await prod.stop()
         await consumer.stop()
-    missing = expected - seen.keys()
-    if missing:
-        raise BenchFailure(f"{len(missing)} routed events never arrived on their department topics")
-    stray = seen.keys() - expected
-    if stray:
-        raise BenchFailure(f"{len(stray)} routed events arrived for assignments the database does not hold")
-    latencies = [v * 1000 for v in seen.values()]
-    first: dict[str, float] = {}
-    for (key, _), v in seen.items():
-        first[key] = min(first.get(key, v), v)
-    return {
-        "offered_per_s": rate,
-        "mentions": len(messages),
-        "routed_events": len(latencies),
-        "duplicate_routed_events": duplicates,
-        "send_schedule_s": round(sent_at - t0, 2),
-        "sender_max_behind_ms": round(behind * 1000, 1),
-        "latency_ms": {
-            "p50": round(_percentile(latencies, 50), 1),
-            "p90": round(_percentile(latencies, 90), 1),
-            "p99": round(_percentile(latencies, 99), 1),
-            "max": round(max(latencies), 1),
-            "mean": round(sum(latencies) / len(latencies), 1),
-        },
-        # Medians of each hop (--hops), from the producers' CreateTime stamps (one machine's clock):
-        # due → classifier's send, classifier's send → router's send, router's send → arrival here.
-        "hops_p50_ms": {
-            name: round(_percentile([h[i] for h in hop_times], 50), 1)
-            for i, name in enumerate(("to_classified", "classified_to_routed", "routed_to_arrival"))
-        }
-        if hop_times
-        else None,
-        "first_department_latency_ms": {
-            "p50": round(_percentile([v * 1000 for v in first.values()], 50), 1),
-            "p99": round(_percentile([v * 1000 for v in first.values()], 99), 1),
-        },
-    }
+    arrivals.check(expected)
+    return arrivals.figures(
+        rate=rate, mentions=len(messages), send_schedule_s=round(sent_at - t0, 2), behind=behind
+    )
 
 
 async def _check_exactly_once(db: Database, settings: Settings, keys: set[str]) -> dict[str, Any]:
@@ -414,12 +450,7 @@ async def _run_phases(
             settings, {settings.group("classifier"): cfg.classifiers, settings.group("router"): cfg.routers}
         )
         pids = services.pids()
-        backing = infra.backing_pids()
-        groups = {name: [pid] for name, pid in pids.items()}
-        groups["kafka"] = backing["kafka"]
-        groups["postgres"] = await db.backend_pids(database)
-        groups["bench"] = [os.getpid()]
-        meter = infra.CpuMeter(groups)
+        meter = await _cpu_meter(db, database, pids)
         sampler = RssSampler(pids)
         sampling = asyncio.Event()
         sampler_task = asyncio.create_task(sampler.run(sampling))
@@ -458,7 +489,29 @@ async def _run_phases(
     checks = await _check_exactly_once(db, settings, {g.key for g in (*warm, *load, *timed)})
     if not checks["ok"]:
         raise BenchFailure(f"the pipeline lost, duplicated or dead-lettered mentions: {checks}")
+    return {
+        **_throughput_figures(cfg, cpu, mentions=len(load), elapsed=elapsed, publish_s=published - started),
+        "latency": latency,
+        "latency_cpu": latency_cpu,
+        "rss": rss,
+        "checks": checks,
+    }
 
+
+async def _cpu_meter(db: Database, database: str, pids: dict[str, int]) -> infra.CpuMeter:
+    """CPU of each service process, of the broker, of the run database's backends, and of this process."""
+    backing = infra.backing_pids()
+    groups = {name: [pid] for name, pid in pids.items()}
+    groups["kafka"] = backing["kafka"]
+    groups["postgres"] = await db.backend_pids(database)
+    groups["bench"] = [os.getpid()]
+    return infra.CpuMeter(groups)
+
+
+def _throughput_figures(
+    cfg: PipelineConfig, cpu: dict[str, Any], *, mentions: int, elapsed: float, publish_s: float
+) -> dict[str, Any]:
+    """The throughput phase's figures: the rate, the CPU per mention, and the stage that limits."""
     classifier_cpu = sum(v for k, v in cpu["cpu_s"].items() if k.startswith("classifier"))
     # What the pipeline costs per mention, whoever else shares the machine: its processes, the broker
     # and the database (the load generator left out). Cores divided by it is the ceiling of this code
@@ -478,20 +531,16 @@ async def _run_phases(
         "classifiers": cfg.classifiers,
         "routers": cfg.routers,
         "service_env": cfg.env,
-        "mentions": len(load),
+        "mentions": mentions,
         "seconds": round(elapsed, 3),
-        "publish_seconds": round(published - started, 3),
-        "throughput_per_s": round(len(load) / elapsed, 1),
+        "publish_seconds": round(publish_s, 3),
+        "throughput_per_s": round(mentions / elapsed, 1),
         "cpu": cpu,
-        "cpu_us_per_mention": {k: round(v / len(load) * 1e6) for k, v in cpu["cpu_s"].items()},
-        "pipeline_cpu_us_per_mention": round(pipeline_cpu / len(load) * 1e6),
-        "cpu_bound_capacity_per_s": round(cores * len(load) / pipeline_cpu) if pipeline_cpu else None,
+        "cpu_us_per_mention": {k: round(v / mentions * 1e6) for k, v in cpu["cpu_s"].items()},
+        "pipeline_cpu_us_per_mention": round(pipeline_cpu / mentions * 1e6),
+        "cpu_bound_capacity_per_s": round(cores * mentions / pipeline_cpu) if pipeline_cpu else None,
         "classifier_cpu_share": round(classifier_cpu / pipeline_cpu, 3) if pipeline_cpu else None,
         "other_load_share": round(cpu["other_cpu_s"] / cpu["machine_capacity_cpu_s"], 3)
         if cpu["machine_capacity_cpu_s"]
         else None,
-        "latency": latency,
-        "latency_cpu": latency_cpu,
-        "rss": rss,
-        "checks": checks,
     }
