@@ -127,6 +127,28 @@ def _rule(rng: random.Random, i: int, topics: Sequence[str], sources: Sequence[s
         ],
         weights=[8, 20, 8, 10, 4, 5, 8, 12, 4, 14, 3, 3],
     )[0]
+    when = _when(rng, kind, topics, sources)
+    route = [
+        {
+            "department": d,
+            "priority": rng.choice(["P1", "P2", "P2", "P3", "P3", "P3", "P4"]),
+            "sla_minutes": rng.choice([60, 120, 240, 480, 1440, 2880]),
+        }
+        for d in rng.sample(DEPARTMENTS, rng.choice([1, 1, 1, 2]))
+    ]
+    rule: dict[str, Any] = {"name": f"{kind}-{i}", "when": when, "route": route}
+    if rng.random() < 0.4:
+        rule["tags"] = rng.sample(
+            ["escalate-risk", "customer-help", "advocacy", "vip", "regional", "watch"], 1
+        )
+    # A few rules end the evaluation: narrow ones (several conditions), so that they pre-empt few others.
+    if len(when) >= 2 and rng.random() < 0.1:
+        rule["stop"] = True
+    return rule
+
+
+def _when(rng: random.Random, kind: str, topics: Sequence[str], sources: Sequence[str]) -> dict[str, Any]:
+    """The conditions of a rule of `kind`."""
     when: dict[str, Any] = {}
     if kind in ("topic", "topic+", "escalation"):
         when["topics_any"] = rng.sample(list(topics), rng.choice([1, 1, 2]))
@@ -186,23 +208,7 @@ def _rule(rng: random.Random, i: int, topics: Sequence[str], sources: Sequence[s
         # a keyword rule that decides only when the classifier suggested no department
         when["topics_any"] = _condition(rng, "topics_any", topics, sources)
         when["departments_none"] = list(DEPARTMENTS)
-    route = [
-        {
-            "department": d,
-            "priority": rng.choice(["P1", "P2", "P2", "P3", "P3", "P3", "P4"]),
-            "sla_minutes": rng.choice([60, 120, 240, 480, 1440, 2880]),
-        }
-        for d in rng.sample(DEPARTMENTS, rng.choice([1, 1, 1, 2]))
-    ]
-    rule: dict[str, Any] = {"name": f"{kind}-{i}", "when": when, "route": route}
-    if rng.random() < 0.4:
-        rule["tags"] = rng.sample(
-            ["escalate-risk", "customer-help", "advocacy", "vip", "regional", "watch"], 1
-        )
-    # A few rules end the evaluation: narrow ones (several conditions), so that they pre-empt few others.
-    if len(when) >= 2 and rng.random() < 0.1:
-        rule["stop"] = True
-    return rule
+    return when
 
 
 def _condition(rng: random.Random, key: str, topics: Sequence[str], sources: Sequence[str]) -> Any:
