@@ -34,15 +34,14 @@ from shared.bus import Bus, OutMessage
 from shared.bus.codec import encode
 from shared.db import ActivityRow, AssignmentRow, CorrectionRow, MentionRow, OutboxRow, ReplyRow
 from shared.events import (
-    Assignment,
     Classification,
     Department,
     Mention,
     MentionEscalated,
     MentionKind,
-    MentionRouted,
     Priority,
 )
+from shared.routed import RoutedTarget, routed_messages
 from shared.settings import Settings
 
 CE_SOURCE = "/mention-router/workflow"
@@ -333,6 +332,37 @@ async def reassign(
     if mention is None:  # pragma: no cover - the foreign key keeps them together
         raise NotFound(f"mention {row.mention_id} not found")
     before = await _open_departments(session, row.mention_id)
+    _close_as_reassigned(session, row, department, actor=actor, now=now, reason=reason)
+    target = await _open_for(session, row, department, actor=actor, now=now, reason=reason)
+    after = await _open_departments(session, row.mention_id)
+    session.add(
+        CorrectionRow(
+            mention_id=row.mention_id,
+            field="departments",
+            value=after,
+            previous=before,
+            actor=actor.name,
+            actor_key_id=actor.key_id,
+            actor_key_name=actor.key_name,
+            # The two departments it concerns; the lists above are cut to the reader's departments.
+            departments=sorted({row.department, department.value}),
+            created_at=now,
+        )
+    )
+    add_to_outbox(session, _announce(settings, mention, target, after, now=now), now=now)
+    await session.flush()
+    return row, target
+
+
+def _close_as_reassigned(
+    session: AsyncSession,
+    row: AssignmentRow,
+    department: Department,
+    *,
+    actor: Actor,
+    now: datetime,
+    reason: str,
+) -> None:
     previous_status = row.status
     row.status = Status.REASSIGNED.value
     row.reassigned_to = department.value
@@ -350,6 +380,18 @@ async def reassign(
             detail={"to": department.value, "reason": reason},
         )
     )
+
+
+async def _open_for(
+    session: AsyncSession,
+    row: AssignmentRow,
+    department: Department,
+    *,
+    actor: Actor,
+    now: datetime,
+    reason: str,
+) -> AssignmentRow:
+    """The department's assignment of the mention: a new one, its closed one reopened, or its open one."""
     target = await session.scalar(
         select(AssignmentRow)
         .where(AssignmentRow.mention_id == row.mention_id, AssignmentRow.department == department.value)
@@ -398,54 +440,35 @@ async def reassign(
             detail={"from": row.department, "reason": reason},
         )
     )
-    after = await _open_departments(session, row.mention_id)
-    session.add(
-        CorrectionRow(
-            mention_id=row.mention_id,
-            field="departments",
-            value=after,
-            previous=before,
-            actor=actor.name,
-            actor_key_id=actor.key_id,
-            actor_key_name=actor.key_name,
-            # The two departments it concerns; the lists above are cut to the reader's departments.
-            departments=sorted({row.department, department.value}),
-            created_at=now,
-        )
-    )
-    routed = MentionRouted(
-        mention=mention_from_row(mention),
-        classification=Classification.model_validate(mention.classification),
-        department=department,
-        assignment=Assignment(
-            department=department,
-            priority=Priority(target.priority),
-            sla_minutes=target.sla_minutes,
-            rules=list(target.rules),
-        ),
-        all_departments=[Department(d) for d in after],
+    return target
+
+
+def _announce(
+    settings: Settings, mention: MentionRow, target: AssignmentRow, departments: list[str], *, now: datetime
+) -> list[OutMessage]:
+    """The reassigned mention on its new department's topic, built as the router builds it."""
+    return routed_messages(
+        settings,
+        source=CE_SOURCE,
+        mention=mention_from_row(mention).model_dump(mode="json"),
+        classification=Classification.model_validate(mention.classification).model_dump(mode="json"),
+        all_departments=departments,
         ingested_at=mention.ingested_at,
         routed_at=now,
         matched_rules=list(mention.matched_rules),
         rules_version=mention.rules_version,
         tags=list(target.tags),
-        sla_due_at=target.sla_due_at,
-    )
-    add_to_outbox(
-        session,
-        [
-            encode(
-                topic=settings.topic_routed(department.value),
-                key=row.mention_id,
-                event=routed,
-                source=CE_SOURCE,
-                event_id=f"{row.mention_id}:{department.value}:reassigned:{target.version}",
+        targets=[
+            RoutedTarget(
+                department=target.department,
+                priority=target.priority,
+                sla_minutes=target.sla_minutes,
+                rules=list(target.rules),
+                sla_due_at=target.sla_due_at,
+                event_id=f"{mention.id}:{target.department}:reassigned:{target.version}",
             )
         ],
-        now=now,
     )
-    await session.flush()
-    return row, target
 
 
 async def _open_departments(session: AsyncSession, mention_id: str) -> list[str]:

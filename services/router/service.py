@@ -13,19 +13,19 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.alerts import SpikeDetector
 from shared.bus import Bus, Record
 from shared.bus.base import OutMessage
-from shared.bus.codec import ce_headers, decode
+from shared.bus.codec import decode
 from shared.db import AssignmentRow, MentionRow, MentionTopicRow, insert_ignore
 from shared.errors import is_transient
-from shared.events import SCHEMA_VERSION, MentionClassified, utcnow
+from shared.events import MentionClassified, utcnow
+from shared.routed import RoutedTarget, routed_messages
 from shared.routing import Decision, RuleSet
 from shared.rulestore import RuleHolder, seed
 from shared.settings import DEPARTMENTS, Settings
@@ -92,60 +92,40 @@ class RouterService:
         now = self._clock()
         version = _version(rules)
         await self._store(decided, now, version)
-        routed_at = _iso(now)
         for d in decided.values():
             if d.event.mention.near_duplicate_of is not None:
                 continue  # stored, linked to its original, and not routed a second time
-            result.out.extend(self._routed(d, now, routed_at, version))
+            result.out.extend(self._routed(d, now, version))
         return result
 
-    def _routed(self, d: _Decided, now: datetime, routed_at: str, version: int | None) -> list[OutMessage]:
-        """The MentionRouted events of one mention, one per department, serialised once per mention: the
-        mention and its labels are dumped once and shared by every department's event (the shape is the
-        model's; tests/unit/test_router_events.py checks the two agree)."""
+    def _routed(self, d: _Decided, now: datetime, version: int | None) -> list[OutMessage]:
+        """The MentionRouted events of one mention, one per department (shared.routed builds them: the
+        mention and its labels are dumped once and shared by every department's event)."""
         event, decision = d.event, d.decision
         mention_id = event.mention.id
-        base: dict[str, Any] = {
-            "type": "mention.routed",
-            "schema_version": SCHEMA_VERSION,
-            "mention": event.mention.model_dump(mode="json"),
-            "classification": d.classification,
-            "all_departments": [a.department.value for a in decision.assignments],
-            "ingested_at": _iso(event.ingested_at),
-            "routed_at": routed_at,
-            "matched_rules": list(decision.matched_rules),
-            "rules_version": version,
-            "tags": list(decision.tags),
-        }
-        out = []
-        for a in decision.assignments:
-            department = a.department.value
-            value = {
-                **base,
-                "department": department,
-                "assignment": {
-                    "department": department,
-                    "priority": a.priority.value,
-                    "sla_minutes": a.sla_minutes,
-                    "rules": list(a.rules),
-                },
-                "sla_due_at": _iso(now + timedelta(minutes=a.sla_minutes)),
-            }
-            out.append(
-                OutMessage(
-                    topic=self._settings.topic_routed(department),
-                    key=mention_id,
-                    value=orjson.dumps(value),
-                    headers=ce_headers(
-                        key=mention_id,
-                        event_type="mention.routed",
-                        source=_CE_SOURCE,
-                        event_id=f"{mention_id}:{department}",
-                        time=routed_at,
-                    ),
+        return routed_messages(
+            self._settings,
+            source=_CE_SOURCE,
+            mention=event.mention.model_dump(mode="json"),
+            classification=d.classification,
+            all_departments=[a.department.value for a in decision.assignments],
+            ingested_at=event.ingested_at,
+            routed_at=now,
+            matched_rules=decision.matched_rules,
+            rules_version=version,
+            tags=decision.tags,
+            targets=[
+                RoutedTarget(
+                    department=a.department.value,
+                    priority=a.priority.value,
+                    sla_minutes=a.sla_minutes,
+                    rules=a.rules,
+                    sla_due_at=now + timedelta(minutes=a.sla_minutes),
+                    event_id=f"{mention_id}:{a.department.value}",
                 )
-            )
-        return out
+                for a in decision.assignments
+            ],
+        )
 
     async def _store(self, decided: dict[str, _Decided], now: datetime, version: int | None) -> None:
         mentions: list[dict[str, Any]] = []
@@ -289,11 +269,6 @@ class _Decided:
     event: MentionClassified
     decision: Decision
     classification: dict[str, Any]  # the labels as JSON, stored and published as they are
-
-
-def _iso(when: datetime) -> str:
-    """A UTC time the way pydantic writes it in JSON (`…Z`)."""
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _version(rules: RuleSet) -> int | None:
