@@ -6,7 +6,8 @@ import io
 
 import pytest
 
-from shared.dlq import DeadLetter, _table, select
+from services.cli.dlq import _table
+from shared.dlq import DeadLetter, select
 from shared.errors import ConfigError
 
 

@@ -86,17 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--retention-ms", action="append", default=[], metavar="TOPIC=MS", help="e.g. mentions.dlq=2592000000"
     )
-    from shared.classify import commands as classifier_commands
+    from services.cli import classify as classifier_commands
 
     classifier_commands.add_parsers(sub)
     sources = sub.add_parser("sources", help="manage sources")
     sources_sub = sources.add_subparsers(dest="sources_command", required=True)
     imp = sources_sub.add_parser("import", help="register the sources listed in a YAML file")
     imp.add_argument("file", type=Path)
-    from shared import dlq
+    from services.cli import dlq
 
     dlq.add_parsers(sub)
-    from shared import apikeys
+    from services.cli import keys as apikeys
 
     apikeys.add_parsers(sub)
     return parser
@@ -128,15 +128,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "sources":
             _cmd_sources_import(settings, args.file)
         elif args.command == "dlq":
-            from shared import dlq
+            from services.cli import dlq
 
             sys.exit(dlq.run(settings, args))
         elif args.command == "keys":
-            from shared import apikeys
+            from services.cli import keys as apikeys
 
             sys.exit(apikeys.run(settings, args))
         elif args.command in ("classify", "evaluate", "train"):
-            from shared.classify import commands as classifier_commands
+            from services.cli import classify as classifier_commands
 
             sys.exit(classifier_commands.run(settings, args))
     except ConfigError as exc:
@@ -144,7 +144,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         pass
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""The classifier's commands: `mention-router classify`, `evaluate` and `train` (wired in services/cli.py)."""
+"""The classifier's commands: `mention-router classify`, `evaluate` and `train` (wired in services/cli)."""
 
 from __future__ import annotations
 
