@@ -29,6 +29,9 @@ together (no timing judged). --reuse NAME keeps the generated database NAME and 
 next run with the same --mentions (generating a million takes several minutes); without it every run
 generates a fresh database and drops it at the end. A reused database ages: its newest mention is as
 old as the generation, so fewer assignments are open and more are overdue than right after it.
+
+The parts: bench/api_data.py (the database), bench/api_workload.py (what is asked), bench/api_load.py (how
+it is sent, and what it cost), bench/api_plans.py (the query plans); this module runs them and reports.
 """
 
 from __future__ import annotations
@@ -39,26 +42,31 @@ import contextlib
 import gc
 import json
 import os
-import random
-import re
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from bench import api_data, infra
-from bench.pipeline import BenchFailure, RssSampler, _percentile
+from bench.api_load import CpuTracker, closed_loop, open_loop, summarise
+from bench.api_plans import plan_table, plans
+from bench.api_workload import (
+    LIST_TEMPLATES,
+    MIX,
+    PAGES,
+    QUEUE_TEMPLATES,
+    SCOPED_DEPARTMENT,
+    Catalog,
+    workload,
+)
+from bench.pipeline import BenchFailure, RssSampler
 from shared.db import migrate
-from shared.settings import REPO_ROOT, Settings
+from shared.settings import REPO_ROOT
 from tests.support.processes import ServiceProcesses, free_port
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -67,426 +75,6 @@ LOGS = REPO_ROOT / "var" / "bench"
 TARGET_P99_MS = {"list": 50.0, "queues": 100.0, "detail": 20.0}
 TARGET_RSS_MB = 250.0
 TARGET_RATE = 200.0
-SCOPED_DEPARTMENT = "support"
-
-# The mix: share of each class, and of each kind of list page.
-MIX = {"list": 0.6, "detail": 0.3, "queues": 0.1}
-PAGES = {"first": 0.5, "cursor": 0.35, "deep": 0.15}
-
-# (name, key, query parameters, weight): what the departments' tools ask for.
-LIST_TEMPLATES: list[tuple[str, str, dict[str, str], int]] = [
-    ("newest", "admin", {}, 3),
-    ("department", "admin", {"department": "pr"}, 2),
-    ("department+status", "admin", {"department": "support", "status": "new"}, 2),
-    ("status", "admin", {"status": "acknowledged"}, 1),
-    ("overdue", "admin", {"department": "rnd", "overdue": "true"}, 1),
-    # support's P1 (what its rules route as urgent); product's P1 are only escalations of old assignments,
-    # the worst case, explained in the plans below but left out of the mix.
-    ("priority", "admin", {"department": "support", "priority": "P1"}, 1),
-    ("topic", "admin", {"topic": "security"}, 2),
-    ("topic+sentiment", "admin", {"topic": "pricing", "sentiment": "negative"}, 1),
-    ("scoped", "scoped", {}, 3),
-    ("scoped+status", "scoped", {"status": "new"}, 2),
-    ("scoped+topic", "scoped", {"topic": "bug"}, 1),
-    ("q", "admin", {"q": "refund"}, 1),
-    ("q phrase", "admin", {"q": '"dark mode" OR offline'}, 1),
-    ("scoped+q", "scoped", {"q": "crashes"}, 1),
-]
-QUEUE_TEMPLATES: list[tuple[str, str, dict[str, str], int]] = [
-    ("all departments", "admin", {}, 3),
-    ("scoped", "scoped", {}, 2),
-    ("24 h window", "admin", {"window_hours": "24"}, 1),
-]
-
-
-# --- Pure parts: the schedule, the statistics -----------------------------------------------------------
-
-
-def due_times(n: int, rate: float, t0: float = 0.0) -> list[float]:
-    """The open-loop schedule: request i is due at t0 + i / rate, whatever happened before it."""
-    return [t0 + i / rate for i in range(n)]
-
-
-def summary(latencies_ms: Sequence[float], errors: int = 0) -> dict[str, Any]:
-    """Count, errors and nearest-rank percentiles of one class's latencies (ms, from the due time)."""
-    if not latencies_ms:
-        return {"count": 0, "errors": errors}
-    return {
-        "count": len(latencies_ms),
-        "errors": errors,
-        "p50": round(_percentile(latencies_ms, 50), 1),
-        "p90": round(_percentile(latencies_ms, 90), 1),
-        "p99": round(_percentile(latencies_ms, 99), 1),
-        "max": round(max(latencies_ms), 1),
-        "mean": round(sum(latencies_ms) / len(latencies_ms), 1),
-    }
-
-
-def weighted(rng: random.Random, choices: dict[str, float]) -> str:
-    return rng.choices(list(choices), weights=list(choices.values()))[0]
-
-
-@dataclass(frozen=True)
-class Request:
-    cls: str  # list | queues | detail
-    kind: str  # e.g. list:first, list:cursor, list:deep, queues, detail
-    template: str
-    key: str  # admin | scoped
-    path: str
-    params: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass
-class Catalog:
-    """What the requests are made of: cursors the API handed out, deep cursors, ids to look up."""
-
-    cursors: dict[str, list[str]]  # list template -> cursors of pages 2..10
-    deep: list[tuple[datetime, str]]  # (routed_at, id) anywhere in the range: deep pages
-    admin_ids: list[str]
-    scoped_ids: list[str]
-
-
-def workload(n: int, catalog: Catalog, *, classes: dict[str, float], seed: int) -> list[Request]:
-    """`n` requests drawn from the mix `classes`, deterministic for the seed."""
-    from services.api.mentions import Sort, _encode_cursor
-
-    rng = random.Random(seed)
-    lists = [t for t in LIST_TEMPLATES]
-    out: list[Request] = []
-    for _ in range(n):
-        cls = weighted(rng, classes)
-        if cls == "detail":
-            key = "scoped" if rng.random() < 0.3 else "admin"
-            ids = catalog.scoped_ids if key == "scoped" else catalog.admin_ids
-            out.append(Request("detail", "detail", key, key, f"/v1/mentions/{rng.choice(ids)}"))
-        elif cls == "queues":
-            name, key, params, _ = rng.choices(QUEUE_TEMPLATES, weights=[t[3] for t in QUEUE_TEMPLATES])[0]
-            out.append(Request("queues", "queues", name, key, "/v1/queues", tuple(params.items())))
-        else:
-            name, key, params, _ = rng.choices(lists, weights=[t[3] for t in lists])[0]
-            page = weighted(rng, PAGES)
-            query = dict(params)
-            if page == "cursor" and catalog.cursors.get(name):
-                query["cursor"] = rng.choice(catalog.cursors[name])
-            elif page == "deep" and catalog.deep:
-                routed_at, mention_id = rng.choice(catalog.deep)
-                query["cursor"] = _encode_cursor(Sort.ROUTED_DESC, routed_at, mention_id)
-            else:
-                page = "first"
-            out.append(Request("list", f"list:{page}", name, key, "/v1/mentions", tuple(query.items())))
-    return out
-
-
-# --- The load -------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    request: Request
-    latency_ms: float
-    status: int  # 0: no response (connection error, timeout)
-    error: str = ""
-    at_s: float = 0.0  # when it was due (open loop) or sent (closed loop), from the phase's start
-
-
-async def open_loop(
-    client: httpx.AsyncClient,
-    requests: Sequence[Request],
-    *,
-    rate: float,
-    headers: dict[str, dict[str, str]],
-    concurrency: int,
-) -> tuple[list[Sample], dict[str, float]]:
-    """Send `requests` on the open-loop schedule; every latency counts from the request's due time.
-
-    At most `concurrency` requests are in flight; the others wait their turn here, in order, and the wait
-    counts in their latency. (httpcore's pool looks through every waiting request for every connection
-    event: with thousands waiting in it, the load generator would become the bottleneck.)"""
-    samples: list[Sample] = []
-    behind = 0.0
-    slots = asyncio.Semaphore(concurrency)
-
-    async def one(req: Request, due: float) -> None:
-        status, error = 0, ""
-        try:
-            async with slots:
-                response = await client.get(req.path, params=req.params, headers=headers[req.key])
-            status = response.status_code
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        samples.append(Sample(req, (time.perf_counter() - due) * 1000, status, error, due - t0))
-
-    tasks: list[asyncio.Task[None]] = []
-    t0 = time.perf_counter() + 0.05
-    for req, due in zip(requests, due_times(len(requests), rate, t0), strict=True):
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            behind = max(behind, -delay)
-        tasks.append(asyncio.create_task(one(req, due)))
-    sent = time.perf_counter()
-    await asyncio.gather(*tasks)
-    return samples, {
-        "send_schedule_s": round(sent - t0, 2),
-        "sender_max_behind_ms": round(behind * 1000, 1),
-        "finished_s": round(time.perf_counter() - t0, 2),
-    }
-
-
-async def closed_loop(
-    client: httpx.AsyncClient,
-    requests: Sequence[Request],
-    *,
-    seconds: float,
-    workers: int,
-    headers: dict[str, dict[str, str]],
-) -> tuple[list[Sample], dict[str, float]]:
-    """`workers` clients each sending the next request as soon as their previous one is answered, for
-    `seconds`: the throughput the API sustains. The latencies here are service times under saturation
-    (each counts from its own send), not the open-loop latencies of the other phases."""
-    samples: list[Sample] = []
-    queue = iter(requests)
-    started = time.perf_counter()
-    deadline = started + seconds
-
-    async def worker() -> None:
-        for req in queue:
-            if time.perf_counter() >= deadline:
-                return
-            sent = time.perf_counter()
-            status, error = 0, ""
-            try:
-                response = await client.get(req.path, params=req.params, headers=headers[req.key])
-                status = response.status_code
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            samples.append(Sample(req, (time.perf_counter() - sent) * 1000, status, error, sent - started))
-
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    elapsed = time.perf_counter() - started
-    return samples, {"finished_s": round(elapsed, 2), "achieved_per_s": round(len(samples) / elapsed, 1)}
-
-
-class CpuTracker:
-    """CPU seconds of the API process, of this database's PostgreSQL backends and of this process over a
-    phase. Backends come and go with the API's connection pool (its overflow connections close when
-    returned): each is found by its process title (`postgres: <user> <database> …`) every half second
-    and counted up to its last sample."""
-
-    def __init__(self, api_pid: int, database: str) -> None:
-        self.api_pid = api_pid
-        self.marker = f" {database} "
-        self._first: dict[int, float] = {}
-        self._last: dict[int, float] = {}
-        self._start: dict[str, float] = {}
-        self._busy = (0.0, 0.0)
-
-    def _backends(self) -> dict[int, float]:
-        backends: set[int] = set()
-        workers: dict[int, int] = {}  # parallel worker -> its leader backend
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                if (proc / "comm").read_text().strip() != "postgres":
-                    continue
-                title = (proc / "cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if self.marker in title:
-                backends.add(int(proc.name))
-            elif (leader := re.search(r"parallel worker for PID (\d+)", title)) is not None:
-                workers[int(proc.name)] = int(leader.group(1))
-        pids = backends | {w for w, leader in workers.items() if leader in backends}
-        return {pid: infra.cpu_seconds(pid) for pid in pids}
-
-    def sample(self) -> None:
-        for pid, cpu in self._backends().items():
-            self._first.setdefault(pid, 0.0)  # a backend that started during the phase
-            self._last[pid] = cpu
-
-    def start(self) -> None:
-        now = self._backends()
-        self._first, self._last = dict(now), dict(now)
-        self._start = {"api": infra.cpu_seconds(self.api_pid), "bench": infra.cpu_seconds(os.getpid())}
-        self._busy = infra.machine_busy_seconds()
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self.sample()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.5)
-
-    def stop(self) -> dict[str, Any]:
-        self.sample()
-        busy, total = infra.machine_busy_seconds()
-        used = {
-            "api": round(infra.cpu_seconds(self.api_pid) - self._start["api"], 2),
-            "postgres": round(sum(self._last[p] - self._first.get(p, 0.0) for p in self._last), 2),
-            "bench": round(infra.cpu_seconds(os.getpid()) - self._start["bench"], 2),
-        }
-        machine_busy = busy - self._busy[0]
-        return {
-            "cpu_s": used,
-            "machine_busy_cpu_s": round(machine_busy, 2),
-            "machine_capacity_cpu_s": round(total - self._busy[1], 2),
-            "other_cpu_s": round(max(0.0, machine_busy - sum(used.values())), 2),
-        }
-
-
-def summarise(samples: Sequence[Sample]) -> dict[str, Any]:
-    def group(key: Callable[[Sample], str]) -> dict[str, Any]:
-        by: dict[str, list[Sample]] = {}
-        for s in samples:
-            by.setdefault(key(s), []).append(s)
-        return {
-            name: summary([s.latency_ms for s in group], errors=sum(1 for s in group if s.status != 200))
-            for name, group in sorted(by.items())
-        }
-
-    by_second: dict[int, list[float]] = {}
-    for s in samples:
-        by_second.setdefault(int(s.at_s), []).append(s.latency_ms)
-    return {
-        "classes": group(lambda s: s.request.cls),
-        "kinds": group(lambda s: s.request.kind),
-        "templates": group(lambda s: f"{s.request.cls}: {s.request.template}"),
-        # Per second of the schedule: requests, p50, max. A stall shows as a ramp (open loop).
-        "timeline": [
-            [second, len(v), round(_percentile(v, 50), 1), round(max(v), 1)]
-            for second, v in sorted(by_second.items())
-        ],
-    }
-
-
-# --- Query plans ----------------------------------------------------------------------------------------
-
-
-async def plans(db_url: str, catalog: Catalog) -> dict[str, Any]:
-    """EXPLAIN (ANALYZE, BUFFERS) of every statement the list, queue and detail routes send, recorded
-    while the route functions run on this process's own engine with the API's code."""
-    from services.api.mentions import Filters, Sort, _encode_cursor, get_mention, list_mentions, queues
-    from shared.apikeys import Principal
-    from shared.db import create_engine, session_factory
-
-    admin = Principal(key_id=None, name="bench", scopes=frozenset({"admin"}))
-    scoped = Principal(key_id=None, name="bench-scoped", scopes=frozenset({f"write:{SCOPED_DEPARTMENT}"}))
-    routed_at, mention_id = catalog.deep[len(catalog.deep) // 2]
-    deep = _encode_cursor(Sort.ROUTED_DESC, routed_at, mention_id)
-    cases: list[tuple[str, Any, Callable[[Any, Principal], Any]]] = []
-
-    def listing(name: str, principal: Principal, params: dict[str, Any], cursor: str | None = None) -> None:
-        f = Filters.model_validate(params)
-
-        async def call(session: Any, p: Principal) -> Any:
-            return await list_mentions(
-                session=session, principal=p, f=f, sort=Sort.ROUTED_DESC, cursor=cursor, limit=50
-            )
-
-        cases.append((name, principal, call))
-
-    listing("list: newest first (admin)", admin, {})
-    listing(f"list: newest first ({SCOPED_DEPARTMENT} key)", scoped, {})
-    listing("list: department=pr", admin, {"department": ["pr"]})
-    listing("list: status=acknowledged", admin, {"status": ["acknowledged"]})
-    listing("list: department=support, status=new", admin, {"department": ["support"], "status": ["new"]})
-    listing("list: topic=security", admin, {"topic": ["security"]})
-    listing(f"list: topic=bug ({SCOPED_DEPARTMENT} key)", scoped, {"topic": ["bug"]})
-    listing("list: department=rnd, overdue", admin, {"department": ["rnd"], "overdue": True})
-    listing("list: department=support, priority=P1", admin, {"department": ["support"], "priority": ["P1"]})
-    listing("list: department=product, priority=P1", admin, {"department": ["product"], "priority": ["P1"]})
-    listing("list: q=refund", admin, {"q": "refund"})
-    listing('list: q="dark mode" OR offline', admin, {"q": '"dark mode" OR offline'})
-    listing("list: q=refund, deep page", admin, {"q": "refund"}, deep)
-    listing("list: deep page (cursor in the middle of the range)", admin, {}, deep)
-    listing("list: department=pr, deep page", admin, {"department": ["pr"]}, deep)
-
-    async def queue_stats(session: Any, p: Principal) -> Any:
-        # A fresh app state each time: the median (cached per process for a minute) is computed too.
-        request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()))
-        return await queues(request=request, session=session, principal=p, window_hours=168)
-
-    cases.append(("queues: all departments (admin)", admin, queue_stats))
-    cases.append((f"queues: {SCOPED_DEPARTMENT} key", scoped, queue_stats))
-
-    async def detail(session: Any, p: Principal) -> Any:
-        return await get_mention(session=session, principal=p, mention_id=catalog.admin_ids[0])
-
-    cases.append(("detail (admin)", admin, detail))
-
-    # The API's own session settings (services/api/app.py), so that the plans are the ones it gets.
-    workers = Settings().api_database_parallel_workers
-    engine = create_engine(db_url, server_settings={"max_parallel_workers_per_gather": str(workers)})
-    recorded: list[tuple[str, Any]] = []
-    recording = False
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
-        if recording:
-            recorded.append((statement, parameters))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    out: dict[str, Any] = {}
-    try:
-        sessions = session_factory(engine)
-        for name, principal, call in cases:
-            recorded.clear()
-            recording = True
-            async with sessions() as session:
-                await call(session, principal)
-            recording = False
-            statements = list(recorded)
-            explained: list[dict[str, Any]] = []
-            async with engine.connect() as conn:
-                for statement, parameters in statements:
-                    sql = f"EXPLAIN (ANALYZE, BUFFERS) {statement}"
-                    await conn.exec_driver_sql(sql, parameters)  # the first run warms the caches
-                    text = "\n".join(r[0] for r in await conn.exec_driver_sql(sql, parameters))
-                    explained.append(
-                        {
-                            "sql": statement,
-                            "parameters": [_jsonable(p) for p in parameters or ()],
-                            "plan": text,
-                            "key_lines": key_lines(text),
-                            "execution_ms": _execution_ms(text),
-                        }
-                    )
-            out[name] = {
-                "statements": len(explained),
-                "execution_ms_total": round(sum(e["execution_ms"] or 0.0 for e in explained), 2),
-                "explained": explained,
-            }
-    finally:
-        await engine.dispose()
-    return out
-
-
-_KEY = re.compile(
-    r"(Limit|Index Scan|Index Only Scan|Bitmap Heap Scan|Bitmap Index Scan|Seq Scan|Nested Loop|"
-    r"Hash Join|Hash Semi Join|Hash Anti Join|Merge Join|Sort|Incremental Sort|Aggregate|"
-    r"GroupAggregate|HashAggregate|Gather|Filter:|Index Cond:|Rows Removed|Heap Fetches|"
-    r"Execution Time|Planning Time|JIT:|Timing:)"
-)
-
-
-def key_lines(plan: str) -> list[str]:
-    """The lines that say how a plan runs: nodes, index conditions, filters, rows removed, times."""
-    return [line.rstrip() for line in plan.splitlines() if _KEY.search(line)]
-
-
-def _execution_ms(plan: str) -> float | None:
-    found = re.search(r"Execution Time: ([\d.]+) ms", plan)
-    return float(found.group(1)) if found else None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return str(value)
 
 
 # --- The run --------------------------------------------------------------------------------------------
@@ -884,24 +472,6 @@ def table(result: dict[str, Any]) -> str:
     )
     lines.append(plan_table(result["plans"]))
     return "\n".join(lines)
-
-
-def plan_table(explained: dict[str, Any]) -> str:
-    lines = ["  query plans (EXPLAIN ANALYZE, warm cache): statements, database time"]
-    for name, p in explained.items():
-        lines.append(f"    {name}: {p['statements']} statements, {p['execution_ms_total']:.2f} ms")
-        for e in p["explained"]:
-            scans = [
-                ln.strip() for ln in e["key_lines"] if re.search(r"Scan|Limit|Join|Aggregate|Nested Loop", ln)
-            ]
-            lines.append(f"      {e['execution_ms']:.2f} ms  " + " | ".join(_short(s) for s in scans[:4]))
-    return "\n".join(lines) + "\n"
-
-
-def _short(node: str) -> str:
-    node = node.lstrip("-> ").strip()
-    node = re.sub(r"\(cost=[^)]*\)\s*", "", node)
-    return node
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import random
 import time
 import uuid
@@ -34,20 +33,18 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import make_url
 
+from bench.api_lifecycle import lifecycle
 from bench.generate import AUTHORS, SOURCES, TITLES, mention_text
 from shared.classify import RuleEngine, Taxonomy
 from shared.events import Mention, MentionKind
 from shared.routing import RuleSet
-from shared.settings import DEPARTMENTS, REPO_ROOT
+from shared.settings import REPO_ROOT
 
 DAYS = 90
 MAX_ASSIGNMENTS = 2
 ACTIVITY_DAYS = 14
 CHUNK = 20_000
 TABLES = ("mentions", "mention_topics", "assignments", "activity", "replies")
-PRIORITIES = ("P1", "P2", "P3", "P4")
-ESCALATION_MAX = 3
-ASSIGNEES = {d: [f"{d}-agent-{i}" for i in range(8)] for d in DEPARTMENTS}
 # The namespace of the benchmark's mention ids (any fixed UUID: ids only need to be unique and stable).
 _NS = uuid.UUID("6f1d3c1e-8c2b-5b8e-9a53-6d0f4b2a9c11")
 
@@ -132,120 +129,6 @@ def templates(n: int, *, seed: int) -> list[Template]:
             )
         )
     return out
-
-
-# --- One assignment's life ------------------------------------------------------------------------------
-
-
-@dataclass
-class Life:
-    """What happened to an assignment by `now`: its status, timestamps and activity."""
-
-    status: str
-    priority: str
-    sla_due_at: datetime | None = None
-    acknowledged_at: datetime | None = None
-    first_response_at: datetime | None = None
-    resolved_at: datetime | None = None
-    closed_at: datetime | None = None
-    assignee: str | None = None
-    reassigned_to: str | None = None
-    escalation_level: int = 0
-    escalated_at: datetime | None = None
-    next_escalation_at: datetime | None = None
-    updated_at: datetime | None = None
-    # (action, from_status, to_status, at)
-    events: list[tuple[str, str | None, str | None, datetime]] | None = None
-
-
-def _delay(rng: random.Random, median_s: float, sigma: float = 0.9) -> timedelta:
-    return timedelta(seconds=rng.lognormvariate(math.log(median_s), sigma))
-
-
-def lifecycle(
-    rng: random.Random, department: str, priority: str, sla_minutes: int, created: datetime, now: datetime
-) -> Life:
-    """Draw the assignment's plan (ack, response, close, perhaps a reopen and a second round) and keep the
-    steps reached by `now`. Responses come at about half the SLA (a quarter of them late); a few are never
-    handled. As in shared/workflow.py, a reopen starts the SLA again."""
-    sla = sla_minutes * 60.0
-    u = rng.random()
-    plan: list[tuple[str, str, datetime]] = []  # (action, to_status, at)
-    assignee = rng.choice(ASSIGNEES[department])
-    reassign_to: str | None = None
-    if u < 0.005:  # never handled: stays new, and past its SLA it escalates
-        pass
-    elif u < 0.205:  # dismissed as noise, usually without an answer
-        at = created + _delay(rng, sla * 0.3)
-        if rng.random() < 0.3:
-            plan.append(("acknowledge", "acknowledged", at))
-            at += _delay(rng, sla * 0.1)
-        plan.append(("dismiss", "dismissed", at))
-    elif u < 0.21:  # handed to another department
-        at = created + _delay(rng, sla * 0.2)
-        reassign_to = rng.choice([d for d in DEPARTMENTS if d != department])
-        plan.append(("reassign", "reassigned", at))
-    else:
-        ack = created + _delay(rng, sla * 0.15)
-        plan.append(("acknowledge", "acknowledged", ack))
-        answered = ack + _delay(rng, sla * 0.3)
-        plan.append(("respond", "responded", answered))
-        if rng.random() < 0.92:
-            closed = answered + _delay(rng, 86_400.0, 1.0)
-            plan.append(("resolve", "resolved", closed))
-            if rng.random() < 0.02:
-                reopened = closed + _delay(rng, 3 * 86_400.0, 0.7)
-                plan.append(("reopen", "reopened", reopened))
-                if rng.random() < 0.85:
-                    answered = reopened + _delay(rng, sla * 0.3)
-                    plan.append(("respond", "responded", answered))
-                    plan.append(("resolve", "resolved", answered + _delay(rng, 86_400.0, 1.0)))
-
-    life = Life(status="new", priority=priority, events=[])
-    assert life.events is not None
-    period = created  # the start of the current SLA period (routing, or the last reopen)
-    answered_in_period: datetime | None = None
-    for action, to_status, at in plan:
-        if at > now:
-            break
-        life.events.append((action, life.status, to_status, at))
-        life.status = to_status
-        life.updated_at = at
-        if action == "acknowledge":
-            life.acknowledged_at = at
-            life.assignee = assignee
-        elif action == "respond":
-            life.first_response_at = life.first_response_at or at
-            answered_in_period = answered_in_period or at
-        elif action == "resolve":
-            life.resolved_at = life.closed_at = at
-        elif action in ("dismiss", "reassign"):
-            life.closed_at = at
-            life.reassigned_to = reassign_to if action == "reassign" else None
-        elif action == "reopen":
-            life.resolved_at = life.closed_at = None
-            period, answered_in_period = at, None
-    due = period + timedelta(seconds=sla)
-    life.sla_due_at = due
-    # Escalation: one priority step per SLA period past due without a response, up to the maximum.
-    awaiting = life.status in ("new", "acknowledged", "reopened")
-    stopped = answered_in_period or life.closed_at or now
-    if stopped > due:
-        level = min(ESCALATION_MAX, 1 + int((stopped - due).total_seconds() // sla))
-        life.escalation_level = level
-        life.escalated_at = due + timedelta(seconds=sla * (level - 1))
-        life.priority = PRIORITIES[max(0, PRIORITIES.index(priority) - level)]
-        for k in range(level):
-            life.events.append(("escalate", None, None, due + timedelta(seconds=sla * k)))
-        life.updated_at = max(life.updated_at or created, life.escalated_at)
-    if awaiting:
-        life.next_escalation_at = (
-            due + timedelta(seconds=sla * life.escalation_level)
-            if life.escalation_level < ESCALATION_MAX
-            else None
-        )
-    life.events.sort(key=lambda e: e[3])
-    return life
 
 
 # --- Rows -----------------------------------------------------------------------------------------------
@@ -360,115 +243,133 @@ class RowMaker:
         self.recent_ids: list[str] = []
 
     def chunk(self, start: int, stop: int) -> Chunk:
-        rng, pool, now = self.rng, self.pool, self.now
+        rng, pool = self.rng, self.pool
         out = Chunk([], [], [], [], [])
         step = self.span_s / self.total
         for i in range(start, stop):
             t = pool[rng.randrange(len(pool))]
             mid = str(uuid.uuid5(_NS, f"{self.run}-{i}"))
             routed = self.first + timedelta(seconds=(i + rng.random()) * step)
-            classified = routed - timedelta(seconds=0.05 + rng.random() * 0.4)
-            ingested = classified - timedelta(seconds=0.1 + rng.random() * 2)
-            published = ingested - timedelta(seconds=min(3 * 86_400.0, rng.expovariate(1 / 10_800)))
             base = f"https://blog{t.source:02d}.example.net/{self.run}"
-            duplicate_of = (
-                self.recent_ids[rng.randrange(len(self.recent_ids))]
-                if self.recent_ids and rng.random() < 0.01
-                else None
-            )
-            out.mentions.append(
-                (
-                    mid,
-                    f"bench-src-{t.source:02d}",
-                    f"Bench blog {t.source:02d}",
-                    t.kind,
-                    f"{base}/{i}",
-                    t.title,
-                    t.text,
-                    t.author,
-                    "",
-                    t.content_hash,
-                    published,
-                    f"{base}/{i // 7}" if t.kind == "comment" else None,
-                    duplicate_of,
-                    ingested,
-                    classified,
-                    routed,
-                    t.sentiment,
-                    t.sentiment_score,
-                    t.language,
-                    t.topics_json,
-                    t.classification_json,
-                    t.intent,
-                    t.urgency,
-                    1 + t.source % 3,
-                    None,
-                    1,
-                    t.matched_rules_json,
-                    t.tags_json,
-                )
-            )
-            out.topics.extend((mid, topic) for topic in t.topics)
-            if len(self.recent_ids) < 1_000:
-                self.recent_ids.append(mid)
-            else:
-                self.recent_ids[rng.randrange(1_000)] = mid
+            duplicate_of = self._mention(out, t, i, mid, routed, base)
             if duplicate_of is not None:
                 continue  # stored, linked to its original, not routed
-            for department, priority, sla_minutes, rules_json in t.assignments:
-                self.assignment_id += 1
-                aid = self.assignment_id
-                life = lifecycle(rng, department, priority, sla_minutes, routed, now)
-                events = life.events or []
-                out.assignments.append(
+            for assignment in t.assignments:
+                self._assignment(out, mid, routed, f"{base}/{i}", t.tags_json, assignment)
+        return out
+
+    def _mention(self, out: Chunk, t: Template, i: int, mid: str, routed: datetime, base: str) -> str | None:
+        """The mention's row and its topics' rows; the mention it duplicates (1 %), if any."""
+        rng = self.rng
+        classified = routed - timedelta(seconds=0.05 + rng.random() * 0.4)
+        ingested = classified - timedelta(seconds=0.1 + rng.random() * 2)
+        published = ingested - timedelta(seconds=min(3 * 86_400.0, rng.expovariate(1 / 10_800)))
+        duplicate_of = (
+            self.recent_ids[rng.randrange(len(self.recent_ids))]
+            if self.recent_ids and rng.random() < 0.01
+            else None
+        )
+        out.mentions.append(
+            (
+                mid,
+                f"bench-src-{t.source:02d}",
+                f"Bench blog {t.source:02d}",
+                t.kind,
+                f"{base}/{i}",
+                t.title,
+                t.text,
+                t.author,
+                "",
+                t.content_hash,
+                published,
+                f"{base}/{i // 7}" if t.kind == "comment" else None,
+                duplicate_of,
+                ingested,
+                classified,
+                routed,
+                t.sentiment,
+                t.sentiment_score,
+                t.language,
+                t.topics_json,
+                t.classification_json,
+                t.intent,
+                t.urgency,
+                1 + t.source % 3,
+                None,
+                1,
+                t.matched_rules_json,
+                t.tags_json,
+            )
+        )
+        out.topics.extend((mid, topic) for topic in t.topics)
+        if len(self.recent_ids) < 1_000:
+            self.recent_ids.append(mid)
+        else:
+            self.recent_ids[rng.randrange(1_000)] = mid
+        return duplicate_of
+
+    def _assignment(
+        self,
+        out: Chunk,
+        mid: str,
+        routed: datetime,
+        url: str,
+        tags_json: str,
+        assignment: tuple[str, str, int, str],
+    ) -> None:
+        """One assignment's row (department, priority, SLA, rules as the template's decision has them), after
+        its lifecycle; its activity and replies if it is recent. `url` is the mention's."""
+        department, priority, sla_minutes, rules_json = assignment
+        self.assignment_id += 1
+        aid = self.assignment_id
+        life = lifecycle(self.rng, department, priority, sla_minutes, routed, self.now)
+        events = life.events or []
+        out.assignments.append(
+            (
+                aid,
+                mid,
+                department,
+                life.priority,
+                life.status,
+                life.sla_due_at,
+                life.assignee,
+                rules_json,
+                routed,
+                life.updated_at or routed,
+                sla_minutes,
+                tags_json,
+                life.acknowledged_at,
+                life.acknowledged_at,
+                life.first_response_at,
+                life.resolved_at,
+                life.closed_at,
+                life.escalation_level,
+                life.escalated_at,
+                life.next_escalation_at,
+                life.reassigned_to,
+                1 + len(events),
+                routed,
+            )
+        )
+        if routed < self.activity_since:
+            return
+        for action, from_status, to_status, at in events:
+            actor = "router" if action == "escalate" else life.assignee or f"{department}-lead"
+            detail = '{"reason": "sla"}' if action == "escalate" else "{}"
+            out.activity.append((mid, aid, department, action, actor, from_status, to_status, detail, at))
+            if action == "respond":
+                out.replies.append(
                     (
                         aid,
                         mid,
                         department,
-                        life.priority,
-                        life.status,
-                        life.sla_due_at,
-                        life.assignee,
-                        rules_json,
-                        routed,
-                        life.updated_at or routed,
-                        sla_minutes,
-                        t.tags_json,
-                        life.acknowledged_at,
-                        life.acknowledged_at,
-                        life.first_response_at,
-                        life.resolved_at,
-                        life.closed_at,
-                        life.escalation_level,
-                        life.escalated_at,
-                        life.next_escalation_at,
-                        life.reassigned_to,
-                        1 + len(events),
-                        routed,
+                        REPLY_TEXTS[self.rng.randrange(len(REPLY_TEXTS))],
+                        f"{url}#reply-{aid}",
+                        "blog-comment",
+                        actor,
+                        at,
                     )
                 )
-                if routed < self.activity_since:
-                    continue
-                for action, from_status, to_status, at in events:
-                    actor = "router" if action == "escalate" else life.assignee or f"{department}-lead"
-                    detail = '{"reason": "sla"}' if action == "escalate" else "{}"
-                    out.activity.append(
-                        (mid, aid, department, action, actor, from_status, to_status, detail, at)
-                    )
-                    if action == "respond":
-                        out.replies.append(
-                            (
-                                aid,
-                                mid,
-                                department,
-                                REPLY_TEXTS[rng.randrange(len(REPLY_TEXTS))],
-                                f"{base}/{i}#reply-{aid}",
-                                "blog-comment",
-                                actor,
-                                at,
-                            )
-                        )
-        return out
 
 
 # --- Loading --------------------------------------------------------------------------------------------
@@ -515,7 +416,6 @@ async def load(
     maker = RowMaker(pool, total=mentions, now=now, seed=seed, run=f"api{seed}")
 
     admin, writer, side = await connect(url), await connect(url), await connect(url)
-    counts = dict.fromkeys(TABLES, 0)
     try:
         indexes = await _secondary_indexes(admin)
         for name, _ in indexes:
@@ -524,30 +424,9 @@ async def load(
             # Foreign-key checks are triggers: off while loading rows that are consistent by construction.
             await conn.execute("SET session_replication_role = replica")
         t = time.perf_counter()
-        pending: list[asyncio.Task[Any]] = []
-        for start in range(0, mentions, CHUNK):
-            chunk = maker.chunk(start, min(mentions, start + CHUNK))
-            await asyncio.gather(*pending)
-            pending = [
-                asyncio.create_task(_copy(writer, "mentions", MENTION_COLUMNS, chunk.mentions)),
-                asyncio.create_task(_copy_many(side, chunk)),
-            ]
-            counts["mentions"] += len(chunk.mentions)
-            counts["mention_topics"] += len(chunk.topics)
-            counts["assignments"] += len(chunk.assignments)
-            counts["activity"] += len(chunk.activity)
-            counts["replies"] += len(chunk.replies)
-            if (start // CHUNK) % 10 == 9:
-                say(f"data: {counts['mentions']:,} of {mentions:,} mentions")
-        await asyncio.gather(*pending)
+        counts = await _copy_rows(maker, mentions, writer, side, say)
         await admin.execute(f"SELECT setval('assignments_id_seq', {max(1, maker.assignment_id)})")
-        if await admin.fetchval("SELECT to_regclass('assignment_counts')") is not None:
-            # Kept by triggers (migration 0007), which session_replication_role switched off for the COPY.
-            await admin.execute("DELETE FROM assignment_counts")
-            await admin.execute(
-                "INSERT INTO assignment_counts (department, status, priority, n) SELECT department, "
-                "status, priority, count(*) FROM assignments GROUP BY department, status, priority"
-            )
+        await _recount(admin)
         steps["copy_s"] = round(time.perf_counter() - t, 1)
 
         say(f"data: creating {len(indexes)} secondary indexes again")
@@ -562,15 +441,7 @@ async def load(
         for table in TABLES:
             await admin.execute(f"VACUUM (ANALYZE) {table}")
         steps["vacuum_analyze_s"] = round(time.perf_counter() - t, 1)
-        sizes = {
-            r["relname"]: round(r["bytes"] / 1e6, 1)
-            for r in await admin.fetch(
-                "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes FROM pg_class c "
-                "WHERE c.relname = ANY($1::text[]) AND c.relkind = 'r'",
-                list(TABLES),
-            )
-        }
-        database_mb = round(int(await admin.fetchval("SELECT pg_database_size(current_database())")) / 1e6, 1)
+        sizes, database_mb = await _sizes(admin)
     finally:
         for conn in (admin, writer, side):
             await conn.close()
@@ -588,6 +459,56 @@ async def load(
         "table_mb": sizes,
         "indexes_rebuilt": [name for name, _ in indexes],
     }
+
+
+async def _copy_rows(
+    maker: RowMaker, mentions: int, writer: Any, side: Any, say: Callable[[str], None]
+) -> dict[str, int]:
+    """COPY the rows, a chunk at a time: mentions on `writer` while `side` takes the other tables (both
+    without foreign-key triggers), and the next chunk is made meanwhile. The rows written, by table."""
+    counts = dict.fromkeys(TABLES, 0)
+    pending: list[asyncio.Task[Any]] = []
+    for start in range(0, mentions, CHUNK):
+        chunk = maker.chunk(start, min(mentions, start + CHUNK))
+        await asyncio.gather(*pending)
+        pending = [
+            asyncio.create_task(_copy(writer, "mentions", MENTION_COLUMNS, chunk.mentions)),
+            asyncio.create_task(_copy_many(side, chunk)),
+        ]
+        counts["mentions"] += len(chunk.mentions)
+        counts["mention_topics"] += len(chunk.topics)
+        counts["assignments"] += len(chunk.assignments)
+        counts["activity"] += len(chunk.activity)
+        counts["replies"] += len(chunk.replies)
+        if (start // CHUNK) % 10 == 9:
+            say(f"data: {counts['mentions']:,} of {mentions:,} mentions")
+    await asyncio.gather(*pending)
+    return counts
+
+
+async def _recount(admin: Any) -> None:
+    """The per-queue counts, which triggers keep (migration 0007): session_replication_role switched them
+    off for the COPY."""
+    if await admin.fetchval("SELECT to_regclass('assignment_counts')") is not None:
+        await admin.execute("DELETE FROM assignment_counts")
+        await admin.execute(
+            "INSERT INTO assignment_counts (department, status, priority, n) SELECT department, "
+            "status, priority, count(*) FROM assignments GROUP BY department, status, priority"
+        )
+
+
+async def _sizes(admin: Any) -> tuple[dict[str, float], float]:
+    """Each loaded table's size and the database's, in MB."""
+    sizes = {
+        r["relname"]: round(r["bytes"] / 1e6, 1)
+        for r in await admin.fetch(
+            "SELECT c.relname, pg_total_relation_size(c.oid) AS bytes FROM pg_class c "
+            "WHERE c.relname = ANY($1::text[]) AND c.relkind = 'r'",
+            list(TABLES),
+        )
+    }
+    database_mb = round(int(await admin.fetchval("SELECT pg_database_size(current_database())")) / 1e6, 1)
+    return sizes, database_mb
 
 
 async def _copy(conn: Any, table: str, columns: Sequence[str], records: list[tuple[Any, ...]]) -> None:

@@ -7,8 +7,10 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from bench.api_bench import LIST_TEMPLATES, Catalog, due_times, key_lines, summary, workload
-from bench.api_data import ESCALATION_MAX, lifecycle
+from bench.api_lifecycle import ESCALATION_MAX, lifecycle
+from bench.api_load import due_times, summary
+from bench.api_plans import key_lines
+from bench.api_workload import LIST_TEMPLATES, Catalog, workload
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
