@@ -19,13 +19,12 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import secrets
 import sys
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +34,16 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import infra
-from bench.generate import AUTHORS, TITLES, mention_text
 from bench.pipeline import Database
-from shared.db import create_engine, migrate, session_factory
-from shared.events import mention_id
+from bench.soak_sources import Feeds, Pusher, register_feeds
+from shared.db import migrate
 from shared.settings import REPO_ROOT, BusKind, Settings
-from shared.sources import SourceSpec, add_source
-from tests.support.factories import Entry, rss
-from tests.support.feedserver import FeedServer, feed_server
+from tests.support.feedserver import feed_server
 from tests.support.private import PrivateKafka
 from tests.support.processes import ServiceProcesses, free_port
 
 RESULTS = REPO_ROOT / "bench" / "results"
 LOGS = REPO_ROOT / "var" / "soak"
-FEED_WINDOW = 50  # entries a feed shows: the newest ones, like a real blog's feed
 SERVICES = ("api", "classifier", "router", "ingest")
 
 
@@ -71,54 +66,6 @@ class SoakConfig:
 def _say(message: str) -> None:
     sys.stderr.write(f"[soak {time.strftime('%H:%M:%S')}] {message}\n")
     sys.stderr.flush()
-
-
-class Feeds:
-    """`n` feeds on the local feed server, each showing its newest entries; `grow` adds entries."""
-
-    def __init__(self, server: FeedServer, n: int, run_id: str) -> None:
-        self.server = server
-        self.run_id = run_id
-        self.entries: list[list[Entry]] = [[] for _ in range(n)]
-        self.source_ids: list[str] = []
-        self.added = 0
-        self._rng = random.Random(20261126)
-        for i in range(n):
-            self._serve(i)
-
-    def url(self, i: int) -> str:
-        return self.server.url(f"/soak/{i}.xml")
-
-    def _serve(self, i: int) -> None:
-        self.server.serve(f"/soak/{i}.xml", rss(self.entries[i][-FEED_WINDOW:], title=f"Soak feed {i}"))
-
-    def grow(self, count: int) -> None:
-        touched = set()
-        for _ in range(count):
-            i = self.added % len(self.entries)
-            n = self.added
-            self.entries[i].append(
-                Entry(
-                    guid=f"{self.run_id}-feed-{n}",
-                    title=f"{self._rng.choice(TITLES)} ({n})",
-                    text=mention_text(self._rng),
-                    link=f"https://soak{i}.example.net/{self.run_id}/{n}",
-                    author=self._rng.choice(AUTHORS),
-                    published=datetime.now(UTC) - timedelta(seconds=1),
-                    departments=frozenset(),
-                )
-            )
-            self.added += 1
-            touched.add(i)
-        for i in touched:
-            self._serve(i)
-
-    def mention_ids(self) -> set[str]:
-        return {
-            mention_id(s, e.guid)
-            for s, entries in zip(self.source_ids, self.entries, strict=True)
-            for e in entries
-        }
 
 
 class KafkaProbe:
@@ -167,77 +114,6 @@ async def _measured(
         return None
 
 
-class Pusher:
-    """POSTs batches of mentions on a fixed schedule, never waiting for an answer to send the next."""
-
-    def __init__(self, api: httpx.AsyncClient, *, rate: float, run_id: str) -> None:
-        self.api = api
-        self.rate = rate
-        self.run_id = run_id
-        self.accepted: set[str] = set()
-        self.sent = 0
-        self.failures: dict[str, int] = {}
-        self.max_behind_s = 0.0
-        self._rng = random.Random(7)
-        self._inflight: set[asyncio.Task[None]] = set()
-
-    def _batch(self, tick: int, size: int) -> list[dict[str, Any]]:
-        out = []
-        for k in range(size):
-            n = self.sent + k
-            out.append(
-                {
-                    "source": f"soak-{n % 7}",
-                    "url": f"https://social.example/{self.run_id}/{n}",
-                    "title": self._rng.choice(TITLES) if n % 3 else "",
-                    "text": mention_text(self._rng),
-                    "author": self._rng.choice(AUTHORS),
-                    "external_id": f"{self.run_id}-{n}",
-                    "kind": "comment" if n % 5 == 0 else "post",
-                    "influence": 1 + n % 3,
-                }
-            )
-        return out
-
-    async def _post(self, tick: int, batch: list[dict[str, Any]]) -> None:
-        try:
-            response = await self.api.post(
-                "/v1/mentions", json=batch, headers={"Idempotency-Key": f"{self.run_id}-{tick}"}
-            )
-        except httpx.HTTPError as exc:
-            self.failures[type(exc).__name__] = self.failures.get(type(exc).__name__, 0) + 1
-            return
-        if response.status_code == 202:
-            self.accepted.update(response.json()["ids"])
-        else:
-            key = str(response.status_code)
-            self.failures[key] = self.failures.get(key, 0) + 1
-
-    async def run(self, until: float) -> None:
-        step = 0.1
-        t0 = time.monotonic()
-        tick = 0
-        while True:
-            due = t0 + tick * step
-            if due >= until:
-                break
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                self.max_behind_s = max(self.max_behind_s, -delay)
-            size = int(self.rate * (tick + 1) * step) - int(self.rate * tick * step)
-            if size:
-                batch = self._batch(tick, size)
-                self.sent += size
-                task = asyncio.create_task(self._post(tick, batch))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
-            tick += 1
-        if self._inflight:
-            await asyncio.gather(*self._inflight)
-
-
 async def _scrape(client: httpx.AsyncClient, url: str) -> dict[str, float] | None:
     """Errors and dead letters a service counted, from its /metrics (None if it does not answer)."""
     try:
@@ -266,19 +142,6 @@ def _slope_mb_per_hour(points: Sequence[tuple[float, float]]) -> float | None:
         return None
     cov = sum((t - mean_t) * (m - mean_m) for t, m in points)
     return round(cov / var * 3600, 2)
-
-
-async def _register(settings: Settings, feeds: Feeds) -> None:
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            for i in range(len(feeds.entries)):
-                spec = SourceSpec(name=f"Soak feed {i}", url=feeds.url(i), poll_interval_s=2, backfill="all")
-                row, _ = await add_source(session, spec)
-                feeds.source_ids.append(row.id)
-            await session.commit()
-    finally:
-        await engine.dispose()
 
 
 def _postgres_server() -> str:
@@ -332,7 +195,7 @@ async def run_soak(cfg: SoakConfig) -> dict[str, Any]:
         await _wait_topics_ready(settings)
         with feed_server() as server:
             feeds = Feeds(server, cfg.feeds, run_id)
-            await _register(settings, feeds)
+            await register_feeds(settings, feeds)
             for name in SERVICES:
                 services.start(name, MR_METRICS_PORT=str(metrics_ports[name]))
             async with httpx.AsyncClient(
@@ -406,62 +269,19 @@ async def _soak(
     start = time.monotonic()
     until = start + cfg.duration_s
 
-    async def grow_feeds() -> None:
-        owed = 0.0
-        while time.monotonic() < until:
-            owed += cfg.feed_rate
-            feeds.grow(int(owed))
-            owed -= int(owed)
-            await asyncio.sleep(1.0)
-
     async with Database(settings.database_url) as db, KafkaProbe(settings) as probe:
-
-        async def sample() -> dict[str, Any]:
-            services.check_alive()
-            row: dict[str, Any] = {"t_s": round(time.monotonic() - start, 1)}
-            # The counters first, in one go: the requests below take a while on a busy machine.
-            row["pushed"] = pusher.sent
-            row["push_failures"] = sum(pusher.failures.values())
-            row["feed_entries"] = feeds.added
-            row["rss_mb"] = {name: round(infra.memory_mb(pid)[0], 1) for name, pid in pids.items()}
-            row["stored"] = await db.mentions()
-            errors: list[str] = []
-            row["lag"] = {
-                "classifier": await _measured(
-                    "lag", errors, probe.lag(settings.group("classifier"), settings.topic_raw)
-                ),
-                "router": await _measured(
-                    "lag", errors, probe.lag(settings.group("router"), settings.topic_classified)
-                ),
-            }
-            counters = {
-                name: await _scrape(api, f"http://127.0.0.1:{port}/metrics")
-                for name, port in metrics_ports.items()
-            }
-            row["errors"] = {n: None if c is None else int(c["errors"]) for n, c in counters.items()}
-            row["dead_letters"] = {
-                n: None if c is None else int(c["dead_letters"]) for n, c in counters.items()
-            }
-            row["dlq"] = await _measured("dlq", errors, probe.end(settings.topic_dlq))
-            row["sample_errors"] = errors
-            samples.append(row)
-            _print_row(row, header=len(samples) == 1)
-            return row
-
-        async def sampler() -> None:
-            while time.monotonic() < until:
-                await asyncio.sleep(min(cfg.interval_s, max(0.0, until - time.monotonic())))
-                await sample()
-
+        sampler = _Sampler(
+            settings, services, api, feeds, pusher, pids, metrics_ports, db, probe, start, samples
+        )
         _say(
             f"{cfg.duration_s:.0f} s at {cfg.rate:.0f} pushed + {cfg.feed_rate:.0f} feed mentions/s; "
             f"a sample every {cfg.interval_s:.0f} s"
         )
-        await sample()
+        await sampler.sample()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(pusher.run(until))
-            tasks.create_task(grow_feeds())
-            tasks.create_task(sampler())
+            tasks.create_task(_grow_feeds(feeds, until, cfg.feed_rate))
+            tasks.create_task(sampler.run(until, cfg.interval_s))
 
         # Drain: every accepted push and every entry the feeds show, stored.
         expected = pusher.accepted | feeds.mention_ids()
@@ -474,24 +294,13 @@ async def _soak(
                 break
             await asyncio.sleep(1.0)
         drain_s = round(time.monotonic() - drain_started, 1)
-        final = await sample()
+        final = await sampler.sample()
         duplicated = await db.fetch(
             "SELECT (SELECT count(*) FROM mentions) - (SELECT count(DISTINCT id) FROM mentions) AS m, "
             "(SELECT count(*) FROM assignments) - "
             "(SELECT count(*) FROM (SELECT DISTINCT mention_id, department FROM assignments) d) AS a"
         )
     lost = len(expected - stored)
-    warm = [s for s in samples if s["t_s"] >= cfg.warmup_s] or samples
-    memory = {}
-    for name in pids:
-        points = [(s["t_s"], s["rss_mb"][name]) for s in warm]
-        memory[name] = {
-            "after_warmup_mb": points[0][1],
-            "final_mb": points[-1][1],
-            "growth_mb": round(points[-1][1] - points[0][1], 1),
-            "slope_mb_per_hour": _slope_mb_per_hour(points),
-            "peak_mb": round(infra.memory_mb(pids[name])[1], 1),
-        }
     out = {
         "config": {
             "duration_s": cfg.duration_s,
@@ -513,7 +322,97 @@ async def _soak(
         "lost": lost,
         "duplicated_rows": int(duplicated[0]["m"]) + int(duplicated[0]["a"]),
         "drain_s": drain_s,
-        "memory": memory,
+        "memory": _memory(samples, pids, warmup_s=cfg.warmup_s),
+        **_sample_figures(samples, final),
+        "samples": samples,
+    }
+    out["ok"] = lost == 0 and out["duplicated_rows"] == 0 and not pusher.failures and final["dlq"] == 0
+    return out
+
+
+async def _grow_feeds(feeds: Feeds, until: float, rate: float) -> None:
+    """`rate` new feed entries a second (a fraction carried over to the next second) until `until`."""
+    owed = 0.0
+    while time.monotonic() < until:
+        owed += rate
+        feeds.grow(int(owed))
+        owed -= int(owed)
+        await asyncio.sleep(1.0)
+
+
+@dataclass
+class _Sampler:
+    """One sample row every interval: what was sent, each service's memory, what was stored, the consumer
+    lag, the services' error and dead-letter counters and the dead-letter topic; printed as it is taken."""
+
+    settings: Settings
+    services: ServiceProcesses
+    api: httpx.AsyncClient
+    feeds: Feeds
+    pusher: Pusher
+    pids: dict[str, int]
+    metrics_ports: dict[str, int]
+    db: Database
+    probe: KafkaProbe
+    start: float
+    samples: list[dict[str, Any]]
+
+    async def run(self, until: float, interval_s: float) -> None:
+        while time.monotonic() < until:
+            await asyncio.sleep(min(interval_s, max(0.0, until - time.monotonic())))
+            await self.sample()
+
+    async def sample(self) -> dict[str, Any]:
+        settings, probe = self.settings, self.probe
+        self.services.check_alive()
+        row: dict[str, Any] = {"t_s": round(time.monotonic() - self.start, 1)}
+        # The counters first, in one go: the requests below take a while on a busy machine.
+        row["pushed"] = self.pusher.sent
+        row["push_failures"] = sum(self.pusher.failures.values())
+        row["feed_entries"] = self.feeds.added
+        row["rss_mb"] = {name: round(infra.memory_mb(pid)[0], 1) for name, pid in self.pids.items()}
+        row["stored"] = await self.db.mentions()
+        errors: list[str] = []
+        row["lag"] = {
+            "classifier": await _measured(
+                "lag", errors, probe.lag(settings.group("classifier"), settings.topic_raw)
+            ),
+            "router": await _measured(
+                "lag", errors, probe.lag(settings.group("router"), settings.topic_classified)
+            ),
+        }
+        counters = {
+            name: await _scrape(self.api, f"http://127.0.0.1:{port}/metrics")
+            for name, port in self.metrics_ports.items()
+        }
+        row["errors"] = {n: None if c is None else int(c["errors"]) for n, c in counters.items()}
+        row["dead_letters"] = {n: None if c is None else int(c["dead_letters"]) for n, c in counters.items()}
+        row["dlq"] = await _measured("dlq", errors, probe.end(settings.topic_dlq))
+        row["sample_errors"] = errors
+        self.samples.append(row)
+        _print_row(row, header=len(self.samples) == 1)
+        return row
+
+
+def _memory(samples: list[dict[str, Any]], pids: dict[str, int], *, warmup_s: float) -> dict[str, Any]:
+    """Each service's memory from the first sample after the warm-up to the last: growth, slope, peak."""
+    warm = [s for s in samples if s["t_s"] >= warmup_s] or samples
+    memory = {}
+    for name in pids:
+        points = [(s["t_s"], s["rss_mb"][name]) for s in warm]
+        memory[name] = {
+            "after_warmup_mb": points[0][1],
+            "final_mb": points[-1][1],
+            "growth_mb": round(points[-1][1] - points[0][1], 1),
+            "slope_mb_per_hour": _slope_mb_per_hour(points),
+            "peak_mb": round(infra.memory_mb(pids[name])[1], 1),
+        }
+    return memory
+
+
+def _sample_figures(samples: list[dict[str, Any]], final: dict[str, Any]) -> dict[str, Any]:
+    """The lag at its highest, and the last sample's lag, counters and dead-letter topic."""
+    return {
         "lag_max": {
             g: max((s["lag"][g] for s in samples if s["lag"][g] is not None), default=None)
             for g in ("classifier", "router")
@@ -523,10 +422,7 @@ async def _soak(
         "errors_final": final["errors"],
         "dead_letters_final": final["dead_letters"],
         "dlq_final": final["dlq"],
-        "samples": samples,
     }
-    out["ok"] = lost == 0 and out["duplicated_rows"] == 0 and not pusher.failures and final["dlq"] == 0
-    return out
 
 
 def _n(value: int | None) -> str:
