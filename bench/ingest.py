@@ -26,7 +26,7 @@ from services.ingest.feeds import SourceInfo, parse
 from shared.db import SourceRow, create_engine, migrate, session_factory
 from shared.settings import REPO_ROOT
 from tests.support.factories import make_entries, rss
-from tests.support.feedserver import feed_server
+from tests.support.feedserver import FeedServer, feed_server
 from tests.support.kafka import end_offsets_total
 
 
@@ -54,30 +54,7 @@ async def feeds_to_topic(*, feeds: int, per_feed: int, within_s: float = 120.0) 
     proc: subprocess.Popen[bytes] | None = None
     try:
         with feed_server() as server:
-            now = datetime.now(UTC)
-            rows = []
-            for i in range(feeds):
-                url = server.serve(f"/f{i}.xml", rss(make_entries(per_feed, prefix=f"f{i}", seed=i)))
-                rows.append(
-                    {
-                        "id": uuid.uuid4().hex,
-                        "name": f"feed {i}",
-                        "url": url,
-                        "kind": "feed",
-                        "enabled": True,
-                        "poll_interval_s": 3600,
-                        "influence": 1,
-                        "created_at": now,
-                        "updated_at": now,
-                        "consecutive_failures": 0,
-                        "items_seen": 0,
-                        "backfill": "all",
-                    }
-                )
-            engine = create_engine(db_url)
-            async with session_factory(engine)() as session, session.begin():
-                await session.execute(insert(SourceRow), rows)
-            await engine.dispose()
+            await _serve_feeds(server, db_url, feeds=feeds, per_feed=per_feed)
             env = {
                 **os.environ,
                 "MR_BUS": "kafka",
@@ -125,6 +102,34 @@ async def feeds_to_topic(*, feeds: int, per_feed: int, within_s: float = 120.0) 
             proc.terminate()
             proc.wait(15)
         await drop_database(server_url, db_name)
+
+
+async def _serve_feeds(server: FeedServer, db_url: str, *, feeds: int, per_feed: int) -> None:
+    """`feeds` feeds of `per_feed` entries each on the local server, registered as sources (backfill all)."""
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(feeds):
+        url = server.serve(f"/f{i}.xml", rss(make_entries(per_feed, prefix=f"f{i}", seed=i)))
+        rows.append(
+            {
+                "id": uuid.uuid4().hex,
+                "name": f"feed {i}",
+                "url": url,
+                "kind": "feed",
+                "enabled": True,
+                "poll_interval_s": 3600,
+                "influence": 1,
+                "created_at": now,
+                "updated_at": now,
+                "consecutive_failures": 0,
+                "items_seen": 0,
+                "backfill": "all",
+            }
+        )
+    engine = create_engine(db_url)
+    async with session_factory(engine)() as session, session.begin():
+        await session.execute(insert(SourceRow), rows)
+    await engine.dispose()
 
 
 def main() -> None:
