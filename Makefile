@@ -33,10 +33,12 @@ train: install ## fine-tune the classifier's encoder and fit its heads (models/m
 run: install ## all four services in one process: in-memory bus, SQLite, example feeds, API on :8000
 	$(BIN)/mention-router run
 
-lint: install ## ruff format check, ruff lint, mypy --strict, deploy-check
+lint: install ## ruff format check, ruff lint, mypy --strict, import contracts, docs/configuration.md current, deploy-check
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy services shared bench
+	$(BIN)/lint-imports
+	$(BIN)/python -m shared.configdoc --check
 	deploy/check.sh
 
 # helm and kubeconform are built once with `go install` (needs Go) and cached in ~/.cache/mention-router.
