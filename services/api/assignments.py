@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import PrincipalDep, check_write
 from services.api.deps import ActorDep, SessionDep, SettingsDep
+from services.api.problems import workflow_problem
 from services.api.schemas import ActingKey, AssignmentPublic, acting_key
 from shared.apikeys import Principal
 from shared.db import ActivityRow, AssignmentRow, MentionRow, ReplyRow
@@ -200,7 +201,7 @@ async def _change(
         await session.commit()
     except WorkflowError as exc:
         await session.rollback()
-        raise HTTPException(exc.status, str(exc)) from exc
+        raise workflow_problem(exc) from exc
     response.headers["ETag"] = etag(row)
     return assignment_public(row)
 
@@ -379,7 +380,7 @@ async def reassign_assignment(
         await session.commit()
     except WorkflowError as exc:
         await session.rollback()
-        raise HTTPException(exc.status, str(exc)) from exc
+        raise workflow_problem(exc) from exc
     response.headers["ETag"] = etag(closed)
     return Reassignment(closed=assignment_public(closed), opened=assignment_public(opened))
 
@@ -399,7 +400,7 @@ async def note(
         row = await add_note(session, assignment_id, text=body.text, actor=actor, now=utcnow())
         await session.commit()
     except WorkflowError as exc:
-        raise HTTPException(exc.status, str(exc)) from exc
+        raise workflow_problem(exc) from exc
     return activity_public(row)
 
 

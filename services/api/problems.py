@@ -12,10 +12,12 @@ import uuid
 from http import HTTPStatus
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.workflow import ClaimConflict, InvalidTransition, NotFound, VersionMismatch, WorkflowError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,21 @@ class ProblemException(StarletteHTTPException):
         self.extra = {
             k: v for k, v in (extra or {}).items() if k not in ("type", "title", "status", "detail")
         }
+
+
+# The HTTP status of each error the assignment workflow raises (the workflow itself speaks no HTTP).
+WORKFLOW_STATUS: dict[type[WorkflowError], int] = {
+    NotFound: 404,
+    InvalidTransition: 409,
+    ClaimConflict: 409,
+    VersionMismatch: 412,
+}
+
+
+def workflow_problem(exc: WorkflowError) -> HTTPException:
+    """The API's answer to a change the workflow refused: 404, 409 or 412 with the workflow's reason."""
+    status_code = next((c for t, c in WORKFLOW_STATUS.items() if isinstance(exc, t)), 409)
+    return HTTPException(status_code, str(exc))
 
 
 def _title(status_code: int) -> str:

@@ -20,10 +20,10 @@ from shared.classify import RuleEngine, Taxonomy
 from shared.db import AssignmentRow, MentionRow, RuleAuditRow, RuleSetRow
 from shared.errors import ConfigError
 from shared.events import Classification, Mention, MentionKind, utcnow
+from shared.mentionrows import mention_from_row
 from shared.routing import Decision, RuleError, RuleSet
 from shared.rulestore import UnknownVersion, activate, active_rule_set, compile_rules, create_version
 from shared.settings import Settings
-from shared.workflow import mention_from_row
 
 rules_api = APIRouter(prefix="/v1/routing-rules", tags=["routing rules"])
 

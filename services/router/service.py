@@ -25,6 +25,7 @@ from shared.bus.codec import decode
 from shared.db import AssignmentRow, MentionRow, MentionTopicRow, insert_ignore
 from shared.errors import is_transient
 from shared.events import MentionClassified, utcnow
+from shared.mentionrows import mention_columns
 from shared.routed import RoutedTarget, routed_messages
 from shared.routing import Decision, RuleSet
 from shared.rulestore import RuleHolder, seed
@@ -137,19 +138,8 @@ class RouterService:
             tags = list(decision.tags)
             mentions.append(
                 {
+                    **mention_columns(m),
                     "id": mention_id,
-                    "source_id": m.source_id,
-                    "source_name": m.source_name,
-                    "kind": m.kind.value,
-                    "url": m.url,
-                    "title": m.title,
-                    "text": m.text,
-                    "author": m.author,
-                    "author_url": m.author_url,
-                    "content_hash": m.content_hash,
-                    "duplicate_of": m.near_duplicate_of,
-                    "published_at": m.published_at,
-                    "in_reply_to": m.in_reply_to,
                     "ingested_at": event.ingested_at,
                     "classified_at": event.classified_at,
                     "routed_at": now,
@@ -160,8 +150,6 @@ class RouterService:
                     "classification": d.classification,
                     "intent": c.intent.value,
                     "urgency": c.urgency,
-                    "influence": m.influence,
-                    "language_hint": m.language_hint,
                     "rules_version": version,
                     "matched_rules": list(decision.matched_rules),
                     "tags": tags,
