@@ -35,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 from services.api.auth import Guard, check_read, get_principal
 from services.api.deps import BusDep, SettingsDep
 from shared.apikeys import Principal, authenticate
-from shared.bus import Reader, Record
+from shared.bus import Bus, Reader, Record
 from shared.bus.codec import CE_TYPE_PREFIX
 from shared.errors import is_transient
 from shared.events import Department
@@ -327,31 +327,59 @@ async def stream(
     by itself) and the stream continues exactly after it. Events the broker no longer retains are gone:
     the stream then resumes from the earliest one still there."""
     principal = caller.principal
-    departments = sorted({d.value for d in department} if department else principal.readable)
+    departments = _departments(principal, department)
+    topics = {settings.topic_routed(d): d for d in departments}
+    start = _resume_positions(last_event_id_header or last_event_id, departments, topics)
+    reader, release = await _open_reader(hub_of(request.app, settings), bus, topics, start)
+    log.info("stream opened by %s for %s", principal.name, ", ".join(departments))
+    events = _events(
+        request=request,
+        reader=reader,
+        hub=hub_of(request.app, settings),
+        settings=settings,
+        caller=caller,
+        topics=topics,
+        sessions=request.app.state.sessions,
+    )
+    return EventStreamResponse(events, release=release)
+
+
+def _departments(principal: Principal, asked: list[Department] | None) -> list[str]:
+    """The departments to stream: those asked for, each readable by the key (403), else all it reads."""
+    departments = sorted({d.value for d in asked} if asked else principal.readable)
     if not departments:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this key may not read any department's mentions")
     for name in departments:
         check_read(principal, name)
-    topics = {settings.topic_routed(d): d for d in departments}
+    return departments
 
-    start: dict[str, dict[int, int]] | None = None
-    resume_from = last_event_id_header or last_event_id
-    if resume_from:
-        try:
-            positions = decode_event_id(resume_from.strip())
-        except InvalidEventId as exc:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, f"Last-Event-ID is not an id of this stream: {exc}"
-            ) from None
-        if set(positions) != set(departments):
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"Last-Event-ID belongs to a stream of {', '.join(sorted(positions))}, "
-                f"not of {', '.join(departments)}",
-            )
-        start = {topic: positions[d] for topic, d in topics.items()}
 
-    hub = hub_of(request.app, settings)
+def _resume_positions(
+    resume_from: str | None, departments: list[str], topics: dict[str, str]
+) -> dict[str, dict[int, int]] | None:
+    """Where each topic resumes, from a Last-Event-ID of a stream of the same departments (422 else)."""
+    if not resume_from:
+        return None
+    try:
+        positions = decode_event_id(resume_from.strip())
+    except InvalidEventId as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"Last-Event-ID is not an id of this stream: {exc}"
+        ) from None
+    if set(positions) != set(departments):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"Last-Event-ID belongs to a stream of {', '.join(sorted(positions))}, "
+            f"not of {', '.join(departments)}",
+        )
+    return {topic: positions[d] for topic, d in topics.items()}
+
+
+async def _open_reader(
+    hub: StreamHub, bus: Bus, topics: dict[str, str], start: dict[str, dict[int, int]] | None
+) -> tuple[Reader, Callable[[], Awaitable[None]]]:
+    """A started reader of `topics` holding one of the hub's places, and the function that gives both
+    back (once). 503 when the hub is full or closing, or the broker is away."""
     if not hub.acquire():
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -379,17 +407,7 @@ async def stream(
             "the message broker is unavailable",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         ) from exc
-    log.info("stream opened by %s for %s", principal.name, ", ".join(departments))
-    events = _events(
-        request=request,
-        reader=reader,
-        hub=hub,
-        settings=settings,
-        caller=caller,
-        topics=topics,
-        sessions=request.app.state.sessions,
-    )
-    return EventStreamResponse(events, release=release)
+    return reader, release
 
 
 async def _events(
