@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC
 from typing import Annotated
 
 import orjson
@@ -16,10 +15,10 @@ from services.api.deps import BusDep, SessionDep, SettingsDep
 from services.api.schemas import MentionPush, PushAccepted
 from shared.bus.codec import encode
 from shared.canonical import canonical_url
-from shared.classify import language_or_none
 from shared.db import IdempotencyKeyRow
 from shared.errors import is_transient
-from shared.events import Mention, MentionIngested, MentionKind, mention_id, utcnow
+from shared.events import Mention, MentionIngested, MentionKind, utcnow
+from shared.intake import new_mention
 
 push = APIRouter(prefix="/v1", tags=["mentions"])
 
@@ -36,23 +35,20 @@ def push_source_id(label: str) -> str:
 def _mention(item: MentionPush) -> Mention:
     source_id = push_source_id(item.source)
     url = canonical_url(str(item.url))
-    now = utcnow()
-    published = item.published_at or now
-    return Mention(
-        id=mention_id(source_id, item.external_id or url),
+    return new_mention(
         source_id=source_id,
         source_name=item.source,
+        entry_key=item.external_id or url,
         kind=MentionKind(item.kind),
         url=url,
         title=item.title,
         text=item.text,
         author=item.author,
-        # A date in the future is a broken clock; the time we received it is the honest answer.
-        published_at=min(published, now).astimezone(UTC),
+        published_at=item.published_at,
+        now=utcnow(),
         in_reply_to=canonical_url(str(item.in_reply_to)) if item.in_reply_to else None,
-        language_hint=item.language or language_or_none(f"{item.title}. {item.text}"),
+        language=item.language,
         influence=item.influence,
-        content_hash=hashlib.sha256(f"{item.title}\n{item.text}".encode()).hexdigest(),
     )
 
 
