@@ -5,31 +5,41 @@ from __future__ import annotations
 import asyncio
 import calendar
 import hashlib
-import html
+import io
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import feedparser
 import httpx
 
-from services.ingest import fastfeed
+from services.ingest import fastfeed, xmlsafety
+from services.ingest.htmltext import discover_feed_url as discover_feed_url
+from services.ingest.htmltext import html_to_text
 from shared.canonical import canonical_url
 from shared.classify import language_or_none
 from shared.events import Mention, MentionKind, mention_id
 from shared.netguard import UnsafeURL, local_file
 
-_WS = re.compile(r"\s+")
 # A mention's title and text are cut to these lengths (the push API's limits): an entry of megabytes would
 # make an event the broker refuses, failing the whole poll of its source again and again. Even at four
 # bytes a character the event stays well under the stages' 1,000,000-byte limit.
 MAX_TITLE_CHARS = 1_000
 MAX_TEXT_CHARS = 100_000
+MAX_AUTHOR_CHARS = 500
+# A link longer than this is no link (browsers give up near 2,000 characters); an entry that has one is
+# skipped, as it would otherwise make an event the broker refuses.
+MAX_URL_CHARS = 8_000
+# An entry's markup is read up to this many times those lengths: ample for markup around text that is cut
+# to them anyway, and a bound on the work one entry can ask for.
+_MARKUP = 5
+# A document that is not well-formed XML goes to feedparser's lenient parser, which takes 4-6 s per
+# megabyte of hostile markup ("<a<a<a…"); past this size it is refused instead.
+MAX_LENIENT_BYTES = 2_000_000
 
 
 class FeedError(Exception):
@@ -90,6 +100,9 @@ class CommentFeed:
 class ParsedFeed:
     mentions: list[Mention]
     comment_feeds: list[CommentFeed] = field(default_factory=list)
+    # Entries that could not be read (each costs only itself), and why the first one could not.
+    skipped: int = 0
+    skip_reason: str | None = None
 
 
 def _retry_after(value: str | None, now: datetime) -> float | None:
@@ -190,89 +203,105 @@ async def fetch(
         raise FeedError(f"{type(exc).__name__} fetching {url}: {exc}") from exc
 
 
-_ENTITY_DECL = re.compile(rb"<!ENTITY", re.IGNORECASE)
-_HTML_START = re.compile(rb"^\s*(<!--.*?-->\s*)*<(!doctype\s+html|html)[\s>]", re.IGNORECASE | re.DOTALL)
+_HTML_START = re.compile(rb"<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
 
 
 def looks_like_html(result: FetchResult) -> bool:
-    return "html" in result.content_type.lower() or bool(_HTML_START.match(result.body[:2048]))
-
-
-class _AlternateLinks(HTMLParser):
-    _FEED_TYPES = (
-        "application/rss+xml",
-        "application/atom+xml",
-        "application/rdf+xml",
-        "application/feed+json",
-    )
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.links: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag != "link":
-            return
-        a = {k.lower(): (v or "") for k, v in attrs}
-        rel = a.get("rel", "").lower().split()
-        if "alternate" in rel and a.get("type", "").lower() in self._FEED_TYPES[:3] and a.get("href"):
-            self.links.append(a["href"])
-
-
-def discover_feed_url(html_body: bytes, base_url: str) -> str | None:
-    """The first RSS/Atom feed an HTML page announces with <link rel="alternate">."""
-    parser = _AlternateLinks()
-    parser.feed(html_body[:1_000_000].decode("utf-8", "replace"))
-    parser.close()
-    return urljoin(base_url, parser.links[0]) if parser.links else None
+    if "html" in result.content_type.lower():
+        return True
+    # Comments before the first tag are skipped with str.find: a regex with a repeated lazy group
+    # (`(<!--.*?-->\s*)*`) took 6 s on 25 empty comments, and doubled with each one more, on the event loop.
+    head = result.body[:2048].lstrip()
+    while head.startswith(b"<!--"):
+        end = head.find(b"-->", 4)
+        if end < 0:
+            return False
+        head = head[end + 3 :].lstrip()
+    return bool(_HTML_START.match(head))
 
 
 def parse(body: bytes, source: SourceInfo, *, now: datetime, fast: bool = True) -> ParsedFeed:
     """Entries of a feed document as mentions, and the per-post comment feeds they announce.
 
-    Raises FeedError when the document is not a feed, or declares XML entities (the billion-laughs and
-    external-entity attacks both need them, and real feeds never do). Plain, well-formed feeds take the
-    ElementTree fast path (services/ingest/fastfeed.py); everything else, or `fast=False`, feedparser.
+    Raises FeedError when the document is not a feed, declares XML entities (the billion-laughs and
+    external-entity attacks both need them, and real feeds never do), or is too large to parse leniently.
+    Plain, well-formed feeds take the ElementTree fast path (services/ingest/fastfeed.py); everything else,
+    or `fast=False`, feedparser. CPU-bound (a 10 MB feed takes seconds): ingest calls it off the event loop.
     """
-    if _ENTITY_DECL.search(body):
+    try:
+        data, encoding = xmlsafety.decode(body)
+    except (ValueError, LookupError, TypeError) as exc:  # a declared encoding no codec takes ("utf\0-8")
+        raise FeedError(f"not a readable feed: {type(exc).__name__}: {exc}") from exc
+    if xmlsafety.declares_entities(data):
         raise FeedError(
             "the feed declares XML entities (<!ENTITY>); refused as a possible entity-expansion attack"
         )
-    quick = fastfeed.entries(body) if fast else None
+    quick = fastfeed.entries(data) if fast and encoding else None
     if quick is not None:
         feed_entries: list[Any] = quick[0]
     else:
-        try:
-            parsed: Any = feedparser.parse(body, sanitize_html=False, resolve_relative_uris=False)
-        except Exception as exc:  # feedparser itself fails on some garbage (found by fuzzing)
-            raise FeedError(f"not a readable feed: {type(exc).__name__}: {exc}") from exc
-        if parsed.bozo and not parsed.entries:
-            raise FeedError(f"not a readable feed: {parsed.get('bozo_exception')}")
-        if not parsed.entries and not parsed.get("version"):
-            # A page that is neither RSS nor Atom (a login wall, a sitemap) is not a healthy, empty feed.
-            raise FeedError("not a feed: the document is neither RSS nor Atom")
-        feed_entries = parsed.entries
+        feed_entries = _feedparser_entries(body, data, encoding)
     mentions: list[Mention] = []
     comment_feeds: list[CommentFeed] = []
+    skipped: list[str] = []
     for entry in feed_entries:
         try:
             mention = normalise(entry, source, now=now)
-        except ValueError:
-            # One unreadable entry (a broken date, an impossible field) is skipped, not the whole feed.
+            comment_feed = _comment_feed(entry, mention) if mention is not None else None
+        except Exception as exc:  # noqa: BLE001 - one entry's fault costs that entry only, and is counted
+            skipped.append(f"{type(exc).__name__}: {exc}"[:300])
             continue
         if mention is None:
             continue
         mentions.append(mention)
-        if mention.kind is MentionKind.POST:
-            feed_url = _comment_feed_url(entry)
-            if feed_url:
-                count = str(entry.get("slash_comments") or entry.get("thr_total") or "").strip()
-                comment_feeds.append(
-                    CommentFeed(
-                        url=feed_url, post_url=mention.url, count=int(count) if count.isdigit() else None
-                    )
-                )
-    return ParsedFeed(mentions=mentions, comment_feeds=comment_feeds)
+        if comment_feed is not None:
+            comment_feeds.append(comment_feed)
+    return ParsedFeed(
+        mentions=mentions,
+        comment_feeds=comment_feeds,
+        skipped=len(skipped),
+        skip_reason=skipped[0] if skipped else None,
+    )
+
+
+def _feedparser_entries(body: bytes, data: bytes, encoding: str) -> list[Any]:
+    # Well-formed, feedparser reads it strictly, in linear time; otherwise leniently, and only if it is small.
+    if len(data) > MAX_LENIENT_BYTES and not (encoding and xmlsafety.well_formed(data)):
+        raise FeedError(
+            f"the feed is not well-formed XML and larger than {MAX_LENIENT_BYTES} bytes; "
+            "refused rather than parsed leniently (that takes seconds per megabyte of hostile markup)"
+        )
+    try:
+        # A file-like object: given bytes, feedparser first tries to open them as a local file name (a feed
+        # whose body is "/dev/zero" would be read from this machine, forever).
+        parsed: Any = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
+    except Exception as exc:  # feedparser itself fails on some garbage (found by fuzzing)
+        raise FeedError(f"not a readable feed: {type(exc).__name__}: {exc}") from exc
+    if parsed.bozo and not parsed.entries:
+        raise FeedError(f"not a readable feed: {parsed.get('bozo_exception')}")
+    if not parsed.entries and not parsed.get("version"):
+        # A page that is neither RSS nor Atom (a login wall, a sitemap) is not a healthy, empty feed.
+        raise FeedError("not a feed: the document is neither RSS nor Atom")
+    return list(parsed.entries)
+
+
+def _comment_feed(entry: Any, mention: Mention) -> CommentFeed | None:
+    if mention.kind is not MentionKind.POST:
+        return None
+    url = _comment_feed_url(entry)
+    if not url:
+        return None
+    return CommentFeed(
+        url=url, post_url=mention.url, count=_count(entry.get("slash_comments") or entry.get("thr_total"))
+    )
+
+
+def _count(value: Any) -> int | None:
+    """A comment count as the feed gives it, or None when it is not a plain number ("²", "lots", 10⁹⁹⁹)."""
+    text = str(value or "").strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        return None
+    return int(text)
 
 
 def _comment_feed_url(entry: Any) -> str | None:
@@ -286,24 +315,35 @@ def _comment_feed_url(entry: Any) -> str | None:
 
 
 def normalise(entry: Any, source: SourceInfo, *, now: datetime) -> Mention | None:
-    link = canonical_url(str(entry.get("link") or ""))
-    guid = str(entry.get("id") or "") or link
-    if not guid:
-        return None
-    title = _cut(html_to_text(str(entry.get("title") or "")), MAX_TITLE_CHARS)
+    """The mention an entry makes, or None when it has nothing to say. Raises (ValueError and others) when
+    the entry cannot be read; `parse` skips it then and counts it."""
+    link = canonical_url(_url(entry.get("link"), "link"))
+    # Markup is cut before it is read: the text is cut to MAX_TEXT_CHARS anyway, and reading is linear
+    # in what it is given (services/ingest/htmltext.py).
+    title = _cut(html_to_text(str(entry.get("title") or "")[: MAX_TITLE_CHARS * _MARKUP]), MAX_TITLE_CHARS)
     content = entry.get("content") or []
     raw = content[0].get("value", "") if content else entry.get("summary", "")
-    text = _cut(html_to_text(str(raw or "")), MAX_TEXT_CHARS)
+    text = _cut(html_to_text(str(raw or "")[: MAX_TEXT_CHARS * _MARKUP]), MAX_TEXT_CHARS)
     if not title and not text:
         return None
+    author_detail = entry.get("author_detail") or {}
+    author = _cut(str(entry.get("author") or author_detail.get("name") or ""), MAX_AUTHOR_CHARS)
+    dated = _entry_date(entry)
+    guid = str(entry.get("id") or "") or link
+    if not guid:
+        # Neither a guid nor a link: the entry is known by what it says, who said it and when (if it
+        # says), so that the next poll finds the same id and publishes nothing twice.
+        said = f"{title}\n{text}\n{author}\n{dated.isoformat() if dated else ''}"
+        guid = "content:" + hashlib.sha256(said.encode()).hexdigest()
     kind = MentionKind.COMMENT if source.kind == "comments" else MentionKind.POST
     in_reply_to = None
     if kind is MentionKind.COMMENT:
-        target = entry.get("thr_in-reply-to") or {}
+        target = entry.get("thr_in-reply-to")
+        # thr:in-reply-to is an element with attributes; one with only text arrives as a string.
+        href = target.get("href") if isinstance(target, dict) else None
         in_reply_to = (
-            source.post_url or canonical_url(str(target.get("href") or "")) or (link.split("#", 1)[0] or None)
+            source.post_url or canonical_url(_url(href, "thr:in-reply-to")) or link.split("#")[0] or None
         )
-    author_detail = entry.get("author_detail") or {}
     return Mention(
         id=mention_id(source.id, guid),
         source_id=source.id,
@@ -312,14 +352,22 @@ def normalise(entry: Any, source: SourceInfo, *, now: datetime) -> Mention | Non
         url=link,
         title=title,
         text=text,
-        author=str(entry.get("author") or author_detail.get("name") or ""),
-        author_url=str(author_detail.get("href") or ""),
-        published_at=_published(entry, now),
+        author=author,
+        author_url=_url(author_detail.get("href"), "author's link"),
+        # A date in the future is a broken clock or a lie; first-seen time is the honest answer.
+        published_at=now if dated is None or dated > now else dated,
         in_reply_to=in_reply_to,
         language_hint=source.language or language_or_none(f"{title}. {text}"),
         influence=max(1, min(3, source.influence)),
         content_hash=hashlib.sha256(f"{title}\n{text}".encode()).hexdigest(),
     )
+
+
+def _url(value: Any, what: str) -> str:
+    url = str(value or "")
+    if len(url) > MAX_URL_CHARS:
+        raise ValueError(f"the entry's {what} is longer than {MAX_URL_CHARS} characters")
+    return url
 
 
 def _cut(value: str, limit: int) -> str:
@@ -331,51 +379,14 @@ def _cut(value: str, limit: int) -> str:
     return (head[:space] if space > 0 else head).rstrip() + "…"
 
 
-def _published(entry: Any, now: datetime) -> datetime:
-    for key in ("published_parsed", "updated_parsed"):
+def _entry_date(entry: Any) -> datetime | None:
+    """When the entry says it was published, else updated, else created (dcterms:created); None if never."""
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
         # dict.get, not FeedParserDict.get: the latter maps a missing key to another one, with a warning.
         value = dict.get(entry, key)
         if value:
-            when = datetime.fromtimestamp(calendar.timegm(value), UTC)
-            # A date in the future is a broken clock or a lie; first-seen time is the honest answer.
-            return when if when <= now else now
-    return now
-
-
-class _TextExtractor(HTMLParser):
-    _SKIP = {"script", "style", "noscript", "template"}
-    _BLOCK = {"p", "br", "div", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "tr", "pre"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skipping += 1
-        elif tag in self._BLOCK:
-            self.parts.append(" ")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self._skipping:
-            self._skipping -= 1
-        elif tag in self._BLOCK:
-            self.parts.append(" ")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
-
-
-def html_to_text(value: str) -> str:
-    """Readable text from HTML: entities decoded, scripts and styles dropped, whitespace folded."""
-    if "<" not in value and "&" not in value:
-        return _WS.sub(" ", value).strip()
-    if "<" not in value:
-        return _WS.sub(" ", html.unescape(value)).strip()
-    parser = _TextExtractor()
-    parser.feed(value)
-    parser.close()
-    # convert_charrefs decoded the entities once; decoding again would turn "&amp;lt;" into "<".
-    return _WS.sub(" ", "".join(parser.parts)).strip()
+            try:
+                return datetime.fromtimestamp(calendar.timegm(value), UTC)
+            except (ValueError, OverflowError):
+                continue  # year 0 or 10000 ("9999-12-31T23:59:59-23:59"): no date a datetime can hold
+    return None

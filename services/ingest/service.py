@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import socket
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,6 +32,7 @@ from services.ingest.feeds import (
     CommentFeed,
     FeedError,
     FetchResult,
+    ParsedFeed,
     SourceInfo,
     discover_feed_url,
     fetch,
@@ -48,6 +52,8 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 _CE_SOURCE = "/mention-router/ingest"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def source_info(row: SourceRow) -> SourceInfo:
@@ -88,6 +94,10 @@ class IngestService:
         self._policy = NetPolicy.from_setting(settings.ingest_allowed_networks)
         self._limit = asyncio.Semaphore(settings.ingest_concurrency)
         self._host_limits: dict[str, asyncio.Semaphore] = {}
+        # Feeds are parsed on one thread of their own: a large or hostile feed takes seconds of CPU, which on
+        # the event loop would stall every other source (and, embedded, the API). One thread, not a pool:
+        # parsing holds the GIL, and each more parsing thread is one more the event loop waits behind.
+        self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-parse")
 
     def _client(self) -> httpx.AsyncClient:
         timeout = self._settings.ingest_http_timeout_s
@@ -181,9 +191,9 @@ class IngestService:
                 if result.not_modified:
                     await self._record_success(source, polled_at, published=[], result=result, url=url)
                     return 0
-                parsed = parse(result.body, source, now=polled_at)
+                parsed = await self._parse(result.body, source, polled_at)
                 metrics.count_in("ingest", len(parsed.mentions))
-                mentions = self._wanted(source, parsed.mentions)
+                mentions = await self._off_loop(self._wanted, source, parsed.mentions)
                 fresh = await self._unseen(mentions)
                 fresh, signatures = await self._mark_near_duplicates(fresh)
                 await self._publish(fresh)
@@ -198,6 +208,7 @@ class IngestService:
                     url=url,
                     signatures=signatures,
                     comment_feeds=comment_feeds,
+                    note=_skipped_note(parsed),
                 )
                 if fresh:
                     log.info(
@@ -217,6 +228,18 @@ class IngestService:
                     log.exception("ingest: %s: unexpected error", source.name)
                 await self._record_failure(source, polled_at, f"{type(exc).__name__}: {exc}")
             return 0
+
+    async def _off_loop(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`work` on the parsing thread: for what takes CPU in proportion to a feed's size."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._parser, functools.partial(work, *args, **kwargs)
+        )
+
+    async def _parse(self, body: bytes, source: SourceInfo, now: datetime) -> ParsedFeed:
+        parsed = await self._off_loop(parse, body, source, now=now)
+        if parsed.skipped:
+            metrics.ERRORS.labels("ingest", "entry").inc(parsed.skipped)
+        return parsed
 
     async def _fetch(self, client: httpx.AsyncClient, source: SourceInfo) -> tuple[FetchResult, str]:
         """The feed, following one step of autodiscovery when the URL is an HTML page."""
@@ -314,7 +337,7 @@ class IngestService:
         if not self._settings.ingest_near_duplicates or not mentions:
             return mentions, signatures
         # The text alone: syndicating sites often rewrite the headline.
-        sigs = {m.id: minhash.signature(m.text) for m in mentions}
+        sigs = await self._off_loop(_signatures, mentions)
         keys = {mid: minhash.band_keys(sig) for mid, sig in sigs.items() if sig is not None}
         # Earlier mentions sharing a band with any of these, in one query per 100 mentions.
         index: dict[tuple[int, int], list[tuple[str, Sequence[int]]]] = {}
@@ -385,6 +408,7 @@ class IngestService:
         url: str,
         signatures: dict[str, tuple[int, ...]] | None = None,
         comment_feeds: list[CommentFeed] | None = None,
+        note: str | None = None,
     ) -> None:
         async with self._sessions() as session, session.begin():
             # Marked seen only after the broker acknowledged them: a crash in between re-publishes,
@@ -410,7 +434,8 @@ class IngestService:
             values: dict[str, object] = {
                 "last_polled_at": polled_at,
                 "last_success_at": polled_at,
-                "last_error": None,
+                # A poll that had to skip entries succeeded, and says what it skipped.
+                "last_error": note,
                 "last_status": result.status,
                 "consecutive_failures": 0,
                 "items_seen": SourceRow.items_seen + len(published),
@@ -509,3 +534,16 @@ class IngestService:
             if not is_transient(exc):
                 raise
             log.warning("ingest: could not record the failure of %s: %s", source.name, exc)
+
+
+def _signatures(mentions: list[Mention]) -> dict[str, tuple[int, ...] | None]:
+    # 40 ms for a text of 100,000 characters: a feed of them took the event loop for seconds.
+    return {m.id: minhash.signature(m.text) for m in mentions}
+
+
+def _skipped_note(parsed: ParsedFeed) -> str | None:
+    """What a source's health says of the entries a successful poll had to skip (each costs only itself)."""
+    if not parsed.skipped:
+        return None
+    count = "1 entry" if parsed.skipped == 1 else f"{parsed.skipped} entries"
+    return f"{count} could not be read and skipped (the rest were read); the first: {parsed.skip_reason}"
