@@ -21,8 +21,8 @@ from services.ingest import fastfeed, xmlsafety
 from services.ingest.htmltext import discover_feed_url as discover_feed_url
 from services.ingest.htmltext import html_to_text
 from shared.canonical import canonical_url
-from shared.classify import language_or_none
-from shared.events import Mention, MentionKind, mention_id
+from shared.events import Mention, MentionKind
+from shared.intake import new_mention
 from shared.netguard import UnsafeURL, local_file
 
 # A mention's title and text are cut to these lengths (the push API's limits): an entry of megabytes would
@@ -344,22 +344,21 @@ def normalise(entry: Any, source: SourceInfo, *, now: datetime) -> Mention | Non
         in_reply_to = (
             source.post_url or canonical_url(_url(href, "thr:in-reply-to")) or link.split("#")[0] or None
         )
-    return Mention(
-        id=mention_id(source.id, guid),
+    return new_mention(
         source_id=source.id,
         source_name=source.name,
+        entry_key=guid,
         kind=kind,
         url=link,
         title=title,
         text=text,
         author=author,
         author_url=_url(author_detail.get("href"), "author's link"),
-        # A date in the future is a broken clock or a lie; first-seen time is the honest answer.
-        published_at=now if dated is None or dated > now else dated,
+        published_at=dated,
+        now=now,
         in_reply_to=in_reply_to,
-        language_hint=source.language or language_or_none(f"{title}. {text}"),
-        influence=max(1, min(3, source.influence)),
-        content_hash=hashlib.sha256(f"{title}\n{text}".encode()).hexdigest(),
+        language=source.language,
+        influence=source.influence,
     )
 
 
