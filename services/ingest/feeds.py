@@ -135,21 +135,7 @@ async def fetch(
     url = url or source.url
     scheme = urlsplit(url).scheme.lower()
     if scheme == "file":
-        if url != source.url or source.parent_id is not None:
-            raise FeedError(f"{url}: a file:// URL found in remote content is never read")
-        if file_root is None:
-            raise FeedError("file:// sources are disabled (MR_INGEST_ALLOW_FILE_URLS)")
-        try:
-            path = local_file(url, file_root)
-        except UnsafeURL as exc:
-            raise FeedError(str(exc)) from exc
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except OSError as exc:
-            raise FeedError(f"cannot read {path}: {exc.strerror}") from exc
-        if len(data) > max_bytes:
-            raise FeedError(f"feed is larger than {max_bytes} bytes")
-        return FetchResult(status=200, body=data, etag=None, last_modified=None)
+        return await _read_file(source, url, max_bytes=max_bytes, file_root=file_root)
     if scheme not in ("http", "https"):
         raise FeedError(f"unsupported URL scheme {scheme!r}")
     headers = {"Accept": "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5"}
@@ -182,16 +168,10 @@ async def fetch(
                 and "content-encoding" not in response.headers
             ):
                 raise FeedError(f"feed is larger than {max_bytes} bytes (Content-Length {declared})")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise FeedError(f"feed is larger than {max_bytes} bytes")
-                chunks.append(chunk)
+            body = await _read_capped(response, max_bytes)
             return FetchResult(
                 status=response.status_code,
-                body=b"".join(chunks),
+                body=body,
                 etag=response.headers.get("etag"),
                 last_modified=response.headers.get("last-modified"),
                 content_type=response.headers.get("content-type", ""),
@@ -201,6 +181,37 @@ async def fetch(
         raise FeedError(f"too many redirects from {url}") from exc
     except httpx.HTTPError as exc:
         raise FeedError(f"{type(exc).__name__} fetching {url}: {exc}") from exc
+
+
+async def _read_file(source: SourceInfo, url: str, *, max_bytes: int, file_root: Path | None) -> FetchResult:
+    """A file:// source's document: only its own registered URL, only under `file_root`."""
+    if url != source.url or source.parent_id is not None:
+        raise FeedError(f"{url}: a file:// URL found in remote content is never read")
+    if file_root is None:
+        raise FeedError("file:// sources are disabled (MR_INGEST_ALLOW_FILE_URLS)")
+    try:
+        path = local_file(url, file_root)
+    except UnsafeURL as exc:
+        raise FeedError(str(exc)) from exc
+    try:
+        data = await asyncio.to_thread(path.read_bytes)
+    except OSError as exc:
+        raise FeedError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > max_bytes:
+        raise FeedError(f"feed is larger than {max_bytes} bytes")
+    return FetchResult(status=200, body=data, etag=None, last_modified=None)
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    """The body, decoded, refused as soon as it passes `max_bytes` (a lying or absent Content-Length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise FeedError(f"feed is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 _HTML_START = re.compile(rb"<(!doctype\s+html|html)[\s>]", re.IGNORECASE)
