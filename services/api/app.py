@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,9 +17,11 @@ from services.api.auth import Guard, register_bootstrap_key
 from services.api.contracts import contracts
 from services.api.deps import BusHolder
 from services.api.errors import install_problem_handlers
+from services.api.inputs import refuse_unstorable
 from services.api.keys import keys_api
 from services.api.limits import BodySizeLimit
 from services.api.mentions import mentions_api
+from services.api.methods import AllowedMethods
 from services.api.metrics import api_metrics
 from services.api.push import push
 from services.api.routes import router, v1
@@ -68,9 +70,17 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
             if own:
                 await db.dispose()
 
-    app = FastAPI(title="Mention Router", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Mention Router",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # Text PostgreSQL cannot store (NUL, lone surrogates) anywhere in a request: 422 on every route.
+        dependencies=[Depends(refuse_unstorable)],
+    )
     problems.install(app)
     install_problem_handlers(app)  # database outages: 503 (after the catch-all, so they take precedence)
+    app.add_middleware(AllowedMethods)  # OPTIONS and 405 with every method of the path
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     if settings.api_cors_origins:
         app.add_middleware(

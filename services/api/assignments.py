@@ -12,12 +12,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Response, status
 from fastapi import Path as PathParam
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import PrincipalDep, check_write
 from services.api.deps import ActorDep, SessionDep, SettingsDep
+from services.api.inputs import LAX, RequestModel
 from services.api.problems import workflow_problem
 from services.api.schemas import ActingKey, AssignmentPublic, acting_key
 from shared.apikeys import Principal
@@ -50,47 +51,35 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-class TransitionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TransitionBody(RequestModel):
     comment: str | None = Field(default=None, max_length=10_000, description="Kept in the activity log.")
 
 
-class ReplyBody(BaseModel):
+class ReplyBody(RequestModel):
     """The answer given to the community, recorded with the assignment."""
-
-    model_config = ConfigDict(extra="forbid")
 
     text: str = Field(min_length=1, max_length=20_000)
     url: AnyHttpUrl | None = Field(default=None, description="Where the reply was posted.")
     channel: str | None = Field(default=None, max_length=100, description="e.g. blog-comment, email, x")
 
 
-class ClaimBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ClaimBody(RequestModel):
     assignee: str | None = Field(
         default=None, min_length=1, max_length=200, description="Default: the actor."
     )
     force: bool = Field(default=False, description="Take it over from whoever holds it.")
 
 
-class UnclaimBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UnclaimBody(RequestModel):
     force: bool = False
 
 
-class ReassignBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    department: Department
+class ReassignBody(RequestModel):
+    department: Annotated[Department, LAX]
     reason: str = Field(default="", max_length=2000)
 
 
-class NoteBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NoteBody(RequestModel):
     text: str = Field(min_length=1, max_length=20_000)
 
 

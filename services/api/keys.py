@@ -6,27 +6,31 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.api.auth import AdminDep, Guard
 from services.api.deps import ActorDep, SessionDep
+from services.api.inputs import RequestModel, UtcDatetime
 from services.api.schemas import ActingKey, acting_key
 from shared.apikeys import InvalidScope, create_key, list_keys, revoke
 from shared.db import ApiKeyRow
+from shared.settings import DEPARTMENTS
 
 keys_api = APIRouter(prefix="/v1/keys", tags=["keys"])
 
 
-class KeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# The scopes shared/apikeys.py takes, as a pattern in the document (so that clients and the fuzzer know).
+SCOPE_PATTERN = rf"^(admin|push|(read|write):(\*|{'|'.join(DEPARTMENTS)}))$"
 
+
+class KeyCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200, description="Who or what uses it.")
-    scopes: list[Annotated[str, Field(max_length=40)]] = Field(
+    scopes: list[Annotated[str, Field(max_length=40, pattern=SCOPE_PATTERN)]] = Field(
         min_length=1,
         max_length=20,
         description="admin, push, read:<department>, write:<department> (department or *).",
     )
-    expires_at: AwareDatetime | None = None
+    expires_at: UtcDatetime | None = None
 
 
 class KeyPublic(BaseModel):

@@ -1,15 +1,21 @@
 """Request size limit: a body above `MR_API_MAX_BODY_BYTES` is refused with 413 before it is read (by its
-Content-Length) or as soon as it passes the limit (a chunked body)."""
+Content-Length) or as soon as it passes the limit (a chunked body).
+
+A chunked body passes the limit while a route reads it: the exception is an HTTPException so that
+FastAPI's body reading lets it through (any other exception there becomes 400 "There was an error
+parsing the body") and the problem handlers answer it as the 413 it is."""
 
 from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is larger than {max_bytes} bytes")
 
 
 class BodySizeLimit:
@@ -39,7 +45,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

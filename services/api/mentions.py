@@ -13,8 +13,10 @@ import binascii
 import csv
 import io
 import json
+import logging
 import statistics
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -23,7 +25,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -44,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.api.assignments import ActivityPublic, ReplyPublic, activity_public, reply_public
 from services.api.auth import PrincipalDep, check_read
 from services.api.deps import ActorDep, SessionDep, SettingsDep
+from services.api.inputs import LAX, RequestModel, UtcDatetime, parse_datetime
 from services.api.schemas import ActingKey, AssignmentPublic, MentionPage, MentionPublic, acting_key
 from shared.apikeys import Principal
 from shared.db import (
@@ -58,9 +61,11 @@ from shared.db import (
 from shared.db.models import AWAITING_STATUSES, OPEN_STATUSES
 from shared.events import Department, Intent, MentionKind, Priority, Sentiment, utcnow
 from shared.settings import DEPARTMENTS
+from shared.textsafe import unstorable
 from shared.workflow import AWAITING_RESPONSE, OPEN, Status
 
 mentions_api = APIRouter(prefix="/v1", tags=["mentions"])
+log = logging.getLogger(__name__)
 
 # The document of PostgreSQL's full-text search: `mentions.search`, the stored tsvector of title and text
 # with the GIN index ix_mentions_search (migration 0007; `simple`: no stemming, mentions come in many
@@ -119,8 +124,10 @@ def _filters(
     language: Annotated[str | None, Query(min_length=2, max_length=8)] = None,
     source: Annotated[str | None, Query(max_length=64, description="A source id.")] = None,
     author: Annotated[str | None, Query(max_length=300, description="Exact author name, any case.")] = None,
-    since: Annotated[datetime | None, Query(description="Routed at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, Query(description="Routed before (ISO 8601).")] = None,
+    since: Annotated[
+        UtcDatetime | None, Query(description="Routed at or after (RFC 3339, with a zone).")
+    ] = None,
+    until: Annotated[UtcDatetime | None, Query(description="Routed before (RFC 3339, with a zone).")] = None,
     q: Annotated[
         str | None,
         Query(
@@ -131,9 +138,6 @@ def _filters(
         ),
     ] = None,
 ) -> Filters:
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"`{name}` needs a time zone (e.g. Z)")
     return Filters(
         department=department or [],
         status=status_ or [],
@@ -255,17 +259,24 @@ def _encode_cursor(sort: Sort, value: Any, mention_id: str) -> str:
 
 
 def _decode_cursor(cursor: str, sort: Sort) -> tuple[Any, str]:
+    """The position a cursor names. A cursor comes back from the client, so it is checked like any other
+    input: a forged one is a 422, never a value the database cannot take (a time without a zone or out
+    of range, an id with a NUL, a number no float holds)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         sort_name, value, mention_id = json.loads(raw)
         if sort_name != sort.value:
             raise ValueError("the cursor belongs to another sort order")
+        if not isinstance(mention_id, str) or len(mention_id) > 64 or unstorable(mention_id):
+            raise ValueError("bad cursor id")
         if sort.value.lstrip("-") in ("routed_at", "published_at"):
-            value = datetime.fromisoformat(value)
-        elif not isinstance(value, int | float):
+            value = parse_datetime(value)
+        elif isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("bad cursor value")
-        return value, str(mention_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        else:
+            value = float(value)  # OverflowError for an integer beyond a double's range
+        return value, mention_id
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error) as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"invalid cursor: {exc}") from exc
 
 
@@ -455,6 +466,29 @@ _CSV_COLUMNS = [
 ]
 
 
+# Rows an export reads per query.
+EXPORT_PAGE_ROWS = 500
+
+
+class ExportAborted(RuntimeError):
+    """An export failed after its response started: raised out of the body so that the server aborts the
+    chunked response instead of ending it as if it were complete."""
+
+
+def _export_line(format: ExportFormat, item: dict[str, Any]) -> bytes:
+    return _csv_line(_csv_row(item)) if format is ExportFormat.CSV else _json(item) + b"\n"
+
+
+def _export_error(format: ExportFormat, sent: int, incident: str) -> bytes:
+    detail = (
+        f"the export failed after {sent} rows and is incomplete; quote incident {incident} when reporting it"
+    )
+    if format is ExportFormat.CSV:
+        return _csv_line(["#error", detail])
+    problem = {"type": "about:blank", "title": "Internal Server Error", "status": 500, "detail": detail}
+    return _json({"error": {**problem, "incident": incident}}) + b"\n"
+
+
 @mentions_api.get(
     "/mentions/export",
     response_class=StreamingResponse,
@@ -475,30 +509,38 @@ async def export_mentions(
     ] = None,
 ) -> StreamingResponse:
     """Every mention the filters select, streamed as CSV or NDJSON (one mention per line, as in the
-    list), read from the database page by page."""
+    list), read from the database page by page.
+
+    The filters are checked and the first page is read before the response starts, so that a query
+    that fails answers with its problem (422, 503, 500), never a 200 and an empty file. A failure after
+    that ends the file with a line that says so (CSV: a row whose first field is `#error`; NDJSON: an
+    object with an `error` member, a problem) and aborts the chunked response, which HTTP clients
+    report as an incomplete body: a cut export never looks complete."""
     cap = min(limit or settings.api_export_max_rows, settings.api_export_max_rows)
-    # Validate the filters (403/422) before the response starts.
-    _where(session, principal, f, utcnow())
-    # The request's session closes when the route returns, before the body streams: the rows are read
-    # with a session of the generator's own.
+    first, cursor = await _page(session, principal, f, sort, None, min(EXPORT_PAGE_ROWS, cap))
+    head = [_csv_line(_CSV_COLUMNS)] if format is ExportFormat.CSV else []
+    lines = head + [_export_line(format, item) for item in first]
+    # The request's session closes when the route returns, before the body streams: the next pages are
+    # read with a session of the generator's own.
     factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
 
     async def rows() -> AsyncIterator[bytes]:
-        if format is ExportFormat.CSV:
-            yield _csv_line(_CSV_COLUMNS)
-        cursor: str | None = None
-        sent = 0
-        async with factory() as own:
-            while sent < cap:
-                items, cursor = await _page(own, principal, f, sort, cursor, min(500, cap - sent))
-                for item in items:
-                    if format is ExportFormat.CSV:
-                        yield _csv_line(_csv_row(item))
-                    else:
-                        yield _json(item) + b"\n"
-                sent += len(items)
-                if cursor is None:
-                    break
+        for line in lines:
+            yield line
+        sent, after = len(first), cursor
+        try:
+            async with factory() as own:
+                while after is not None and sent < cap:
+                    size = min(EXPORT_PAGE_ROWS, cap - sent)
+                    items, after = await _page(own, principal, f, sort, after, size)
+                    for item in items:
+                        yield _export_line(format, item)
+                        sent += 1
+        except Exception as exc:
+            incident = uuid.uuid4().hex[:12]
+            log.error("export failed after %d rows (incident %s)", sent, incident, exc_info=exc)
+            yield _export_error(format, sent, incident)
+            raise ExportAborted(incident) from exc
 
     media = "text/csv; charset=utf-8" if format is ExportFormat.CSV else "application/x-ndjson"
     stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
@@ -642,14 +684,12 @@ async def get_mention(session: SessionDep, principal: PrincipalDep, mention_id: 
     )
 
 
-class LabelCorrection(BaseModel):
+class LabelCorrection(RequestModel):
     """A department's correction of a label; recorded for training (`mention-router train`) and applied to
     the mention's labels (the classifier's own output stays in `classification`)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    sentiment: Sentiment | None = None
-    intent: Intent | None = None
+    sentiment: Annotated[Sentiment, LAX] | None = None
+    intent: Annotated[Intent, LAX] | None = None
     topics: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=20
     )

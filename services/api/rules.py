@@ -9,11 +9,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from services.api.auth import AdminDep, PrincipalDep
 from services.api.deps import ActorDep, SessionDep, SettingsDep
+from services.api.inputs import LAX, RequestModel, strict_json
 from services.api.problems import ProblemException
 from services.api.schemas import ActingKey, acting_key
 from shared.classify import RuleEngine, Taxonomy
@@ -34,9 +35,7 @@ _INVALID: dict[int | str, dict[str, Any]] = {
 }
 
 
-class RuleSetCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RuleSetCreate(RequestModel):
     rules: dict[str, Any] = Field(
         description="The rule set: `{fallback: {...}, rules: [...]}`, as in config/routing.yaml."
     )
@@ -83,28 +82,24 @@ class AuditLog(BaseModel):
     items: list[AuditEntry]
 
 
-class MentionDraft(BaseModel):
+class MentionDraft(RequestModel):
     """A mention to try the rules on; without a classification the API classifies it (rule engine)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     title: str = Field(default="", max_length=1_000)
     text: str = Field(default="", max_length=100_000)
     author: str = Field(default="", max_length=300)
     source_id: str = Field(default="dry-run", min_length=1, max_length=64)
-    kind: MentionKind = MentionKind.POST
+    kind: Annotated[MentionKind, LAX] = MentionKind.POST
     influence: int = Field(default=1, ge=1, le=3)
     language: str | None = Field(default=None, min_length=2, max_length=8)
 
 
-class DryRunRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DryRunRequest(RequestModel):
     mention_id: str | None = Field(
         default=None, max_length=64, description="A stored mention to route again."
     )
     mention: MentionDraft | None = None
-    classification: Classification | None = Field(
+    classification: Annotated[Classification, strict_json(Classification)] | None = Field(
         default=None, description="Labels to route on instead of classifying `mention`."
     )
     rules: dict[str, Any] | None = Field(default=None, description="A candidate rule set; default: active.")
@@ -135,9 +130,7 @@ class DryRunResult(BaseModel):
     tags: list[str]
 
 
-class ReplayRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReplayRequest(RequestModel):
     rules: dict[str, Any] | None = Field(default=None, description="The candidate rule set.")
     version: int | None = Field(
         default=None, ge=1, le=2_147_483_647, description="A stored version as the candidate."

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, Field
+
+from services.api.inputs import RequestModel, UtcDatetime
 
 
 class AssignmentPublic(BaseModel):
@@ -68,9 +70,7 @@ class MentionPage(BaseModel):
     )
 
 
-class SourceCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SourceCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     url: AnyHttpUrl
     kind: Literal["feed", "comments"] = "feed"
@@ -88,10 +88,8 @@ class SourceCreate(BaseModel):
     )
 
 
-class SourceUpdate(BaseModel):
+class SourceUpdate(RequestModel):
     """The fields to change; the others stay as they are."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     url: AnyHttpUrl | None = None
@@ -137,10 +135,8 @@ class Health(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
-class MentionPush(BaseModel):
+class MentionPush(RequestModel):
     """A post or comment forwarded from another network by an integration."""
-
-    model_config = ConfigDict(extra="forbid")
 
     source: str = Field(
         min_length=1,
@@ -155,7 +151,7 @@ class MentionPush(BaseModel):
     external_id: str | None = Field(
         default=None, min_length=1, max_length=500, description="The id on the other network; else the URL."
     )
-    published_at: AwareDatetime | None = None
+    published_at: UtcDatetime | None = None
     kind: Literal["post", "comment"] = "post"
     in_reply_to: AnyHttpUrl | None = None
     language: str | None = Field(default=None, min_length=2, max_length=8)

@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 
 from services.api.auth import PrincipalDep, check_read
 from services.api.deps import ActorDep, SessionDep, SettingsDep
+from services.api.inputs import UtcDatetime
 from services.api.schemas import ActingKey, acting_key
 from shared.alerts import day_floor, hour_floor, time_bucket
 from shared.apikeys import Principal
@@ -93,12 +94,6 @@ class AlertPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
 
 
-def _aware(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"`{name}` needs a time zone (e.g. Z)")
-    return value
-
-
 @stats_api.get(
     "/stats/mentions", response_model=MentionStats, response_model_exclude_unset=True, tags=["stats"]
 )
@@ -108,7 +103,7 @@ async def mention_stats(
     principal: PrincipalDep,
     bucket: Bucket = Bucket.HOUR,
     start: Annotated[
-        datetime | None,
+        UtcDatetime | None,
         Query(
             alias="from",
             description="Routed at or after (ISO 8601 with a zone). Default: the start of the 24th hour "
@@ -116,7 +111,7 @@ async def mention_stats(
         ),
     ] = None,
     to: Annotated[
-        datetime | None, Query(description="Routed before (ISO 8601 with a zone). Default: now.")
+        UtcDatetime | None, Query(description="Routed before (ISO 8601 with a zone). Default: now.")
     ] = None,
     group_by: Annotated[
         list[GroupBy] | None,
@@ -130,9 +125,9 @@ async def mention_stats(
 ) -> MentionStats:
     """Mentions per hour or day over a window, by department, topic and sentiment (any of them)."""
     step, floor = _STEP[bucket], _FLOOR[bucket]
-    end = _aware("to", to) or utcnow()
+    end = to or utcnow()
     try:
-        begin = _aware("from", start) or floor(end - _TINY) - (_DEFAULT_BUCKETS[bucket] - 1) * step
+        begin = start or floor(end - _TINY) - (_DEFAULT_BUCKETS[bucket] - 1) * step
         if begin >= end:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "`from` must be before `to`")
         buckets = (floor(end - _TINY) - floor(begin)) // step + 1
@@ -225,7 +220,9 @@ def _alert_public(row: AlertRow) -> AlertPublic:
 async def list_alerts(
     session: SessionDep,
     principal: PrincipalDep,
-    since: Annotated[datetime | None, Query(description="Raised at or after (ISO 8601 with a zone).")] = None,
+    since: Annotated[
+        UtcDatetime | None, Query(description="Raised at or after (ISO 8601 with a zone).")
+    ] = None,
     topic: Annotated[str | None, Query(max_length=64)] = None,
     acknowledged: Annotated[
         bool | None, Query(description="Only acknowledged ones, or only open ones.")
@@ -235,7 +232,7 @@ async def list_alerts(
 ) -> AlertPage:
     """Spike alerts of the caller's departments, newest first."""
     query = select(AlertRow).where(*_visible(principal))
-    if _aware("since", since) is not None:
+    if since is not None:
         query = query.where(AlertRow.created_at >= since)
     if topic is not None:
         query = query.where(AlertRow.topic == topic)

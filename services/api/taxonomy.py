@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from services.api.auth import AdminDep, PrincipalDep
 from services.api.deps import ActorDep, SessionDep, SettingsDep
+from services.api.inputs import RequestModel
 from shared.classify import Taxonomy
 from shared.errors import ConfigError
 from shared.routing import RuleSet
@@ -28,9 +29,7 @@ from shared.rulestore import active_rule_set
 taxonomy_api = APIRouter(prefix="/v1/taxonomy", tags=["taxonomy"])
 
 
-class TaxonomyBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TaxonomyBody(RequestModel):
     version: int | str = Field(
         description="Bump it: events carry the taxonomy version their labels came from."
     )

@@ -18,12 +18,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, BaseModel, Field
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import PrincipalDep, check_read, check_write
 from services.api.deps import BusHolder, SessionDep, SettingsDep
+from services.api.inputs import LAX, RequestModel
 from services.api.webhook_worker.signing import new_secret
 from services.api.webhook_worker.urls import check_endpoint_url
 from services.api.webhook_worker.worker import WebhookWorker
@@ -52,10 +53,8 @@ _NOT_FOUND: _Responses = {
 _FORBIDDEN: _Responses = {403: {"description": "The key may read the department but not change it"}}
 
 
-class WebhookCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    department: Department = Field(description="Whose routed mentions the endpoint receives.")
+class WebhookCreate(RequestModel):
+    department: Annotated[Department, LAX] = Field(description="Whose routed mentions the endpoint receives.")
     url: AnyHttpUrl = Field(
         description="Where to POST them: https (plain http only with MR_WEBHOOK_ALLOW_HTTP); an internal "
         "address is refused unless MR_WEBHOOK_ALLOWED_NETWORKS allows it."
@@ -69,10 +68,8 @@ class WebhookCreate(BaseModel):
     description: str = Field(default="", max_length=500)
 
 
-class WebhookUpdate(BaseModel):
+class WebhookUpdate(RequestModel):
     """The fields to change; the others stay as they are."""
-
-    model_config = ConfigDict(extra="forbid")
 
     url: AnyHttpUrl | None = None
     event_types: list[EventType] | None = Field(default=None, min_length=1)
@@ -110,9 +107,7 @@ class WebhookList(BaseModel):
     items: list[WebhookPublic]
 
 
-class SecretRotation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SecretRotation(RequestModel):
     previous_valid_for_s: int = Field(
         default=86_400,
         ge=0,
