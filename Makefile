@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install train run lint deploy-check fmt test test-unit test-faults bench bench-quick bench-api soak services-up services-down services-status lock clean
+.PHONY: help install train run lint deploy-check fmt test test-unit test-faults fuzz bench bench-quick bench-api soak services-up services-down services-status lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -81,6 +81,14 @@ bench-api: install ## the REST API on 1,000,000 mentions at 200 requests/s, with
 
 test-faults: install ## the fault-injection tests alone (kills, outages, poison, rebalance; 3-4 minutes)
 	$(BIN)/pytest tests/faults
+
+# schemathesis over every operation of the API's OpenAPI document with all its checks (tests/fuzz; make
+# test runs 25 examples an operation, the same each time). A new seed each run; FUZZ_SEED=N replays one.
+# PostgreSQL as for make test (MR_DATABASE_URL, else deploy/local/postgres.sh).
+FUZZ_EXAMPLES ?= 150
+FUZZ_SEED ?= $(shell date +%s)
+fuzz: install ## fuzz the API from its OpenAPI document, all checks, FUZZ_EXAMPLES (150) an operation (3-5 minutes)
+	MR_FUZZ_MAX_EXAMPLES=$(FUZZ_EXAMPLES) MR_FUZZ_SEED=$(FUZZ_SEED) MR_FUZZ_TIMEOUT_S=2400 $(BIN)/pytest -rP tests/fuzz
 
 # The broker and database as for `make test`; the services as processes at a fixed rate (not part of
 # make test). DURATION in seconds, RATE in mentions/s pushed to the API; SOAK_ARGS e.g. --private-kafka
