@@ -30,7 +30,9 @@ from services.api.sources import sources
 from services.api.stats import stats_api
 from services.api.stream import stream_api
 from services.api.taxonomy import taxonomy_api
+from services.api.threads import threads_api
 from services.api.webhooks import webhook_worker, webhooks_api
+from services.api.whoami import whoami_api
 from shared.bus import Bus, build_bus
 from shared.db import create_engine, session_factory
 from shared.settings import Settings
@@ -110,6 +112,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
     app.include_router(taxonomy_api)
     app.include_router(stream_api)
     app.include_router(webhooks_api)
+    app.include_router(whoami_api)
+    app.include_router(threads_api)
     # No /metrics here: it is served on the metrics port only (services/api/metrics.py).
 
     def openapi() -> dict[str, Any]:

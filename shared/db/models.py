@@ -177,6 +177,17 @@ class MentionRow(Base):
     __table_args__ = (
         Index("ix_mentions_routed_at_id", "routed_at", "id"),
         Index("ix_mentions_published_at_id", "published_at", "id"),
+        # A mention's thread (services/api/threads.py, migration 0010): the post a comment answers, the
+        # comments on a post. Equality only, so hash indexes on PostgreSQL: a B-tree entry is limited to
+        # about 2.7 kB and a URL of 2,000 characters outside ASCII would not fit.
+        Index("ix_mentions_url", "url", postgresql_using="hash"),
+        Index(
+            "ix_mentions_in_reply_to",
+            "in_reply_to",
+            postgresql_using="hash",
+            postgresql_where=sql_text("in_reply_to IS NOT NULL"),
+            sqlite_where=sql_text("in_reply_to IS NOT NULL"),
+        ),
         # PostgreSQL also has `search`, a stored tsvector generated from title and text, with the GIN
         # index ix_mentions_search (migration 0007; before it, ix_mentions_fts on the expression), which
         # the models leave out: SQLite has no equivalent (tests/integration/test_migrations.py knows).

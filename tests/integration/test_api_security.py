@@ -210,6 +210,9 @@ TABLE: list[tuple[str, str, Any, dict[str, str]]] = [
     ("GET", "/v1/mentions/{support_mention}", None, support_read()),
     ("GET", "/v1/mentions/{pr_mention}", None, {**everyone("404"), "admin": OK, "pr_rw": OK}),
     ("GET", "/v1/mentions/{support_mention}/activity", None, support_read()),
+    ("GET", "/v1/mentions/{support_mention}/thread", None, support_read()),
+    ("GET", "/v1/mentions/{pr_mention}/thread", None, {**everyone("404"), "admin": OK, "pr_rw": OK}),
+    ("GET", "/v1/mentions/{support_mention}/near-duplicates", None, support_read()),
     ("POST", "/v1/mentions/{support_mention}/corrections", {"sentiment": "negative"}, support_write()),
     ("POST", "/v1/mentions", PUSH, {**everyone("403"), "admin": OK, "pusher": OK}),
     ("GET", "/v1/queues", None, everyone()),
@@ -291,6 +294,7 @@ TABLE: list[tuple[str, str, Any, dict[str, str]]] = [
     ("GET", "/v1/alerts", None, everyone()),
     ("POST", "/v1/alerts/{support_alert}/acknowledge", None, support_write()),
     ("GET", "/v1/keys", None, admin_only()),
+    ("GET", "/v1/keys/me", None, everyone()),
     ("POST", "/v1/keys", {"name": "k", "scopes": ["read:pr"]}, admin_only()),
     ("DELETE", "/v1/keys/nope", None, {**admin_only(), "admin": "404"}),
 ]
