@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.bus.base import OutMessage
 from shared.bus.kafka import KafkaBus
 from shared.errors import ConfigError
+from shared.kafkaauth import client_options
 from shared.settings import Settings
 
 MR_HEADER_PREFIX = "mr_"
@@ -116,7 +117,9 @@ def _int(text: str) -> int | None:
 
 async def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id=f"{settings.kafka_client_id}.dlq"
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.kafka_client_id}.dlq",
+        **client_options(settings),
     )
     await admin.start()
     try:
@@ -136,6 +139,7 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         # Replaying what a transaction aborted would publish what the pipeline never published.
         isolation_level="read_committed",
+        **client_options(settings),
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from shared.errors import ConfigError, is_transient
 from shared.logs import setup_logging
-from shared.settings import Settings
+from shared.settings import BusKind, Settings
 
 log = logging.getLogger("mention_router")
 
@@ -68,6 +68,12 @@ async def serve_stage(
             log.warning("%s: bus not reachable (%s); retrying in %.1fs", name, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
+    try:
+        # With SASL: the ACLs this service needs, before it takes any record.
+        await bus.verify_access(name)
+    except BaseException:
+        await bus.stop()
+        raise
     if started is not None:
         started.set()
     engine = None
@@ -85,6 +91,24 @@ async def serve_stage(
         if engine is not None:
             await engine.dispose()
     log.info("%s stopped", name)
+
+
+async def check_kafka_access(settings: Settings, service: str) -> None:
+    """For a process that serves without the broker (the API): refused credentials or a missing ACL
+    stop it at start (ConfigError); a broker that cannot be reached yet only warns."""
+    from shared.kafkaauth import authenticate, sasl_enabled
+
+    if settings.bus is not BusKind.KAFKA or not sasl_enabled(settings):
+        return
+    from shared.kafkaacl import check_access
+
+    try:
+        await authenticate(settings)
+        await check_access(settings, service)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        log.warning("%s: Kafka not reachable at start (%s); serving without it for now", service, exc)
 
 
 async def serve_stage_observed(name: str, settings: Settings, build: StageBuilder, *, database: bool) -> None:

@@ -23,6 +23,19 @@ class ClassifierEngineKind(StrEnum):
     CASCADE = "cascade"
 
 
+class KafkaSecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    # SASL without TLS: credentials and records in the clear, for local development only.
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSaslMechanism(StrEnum):
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    PLAIN = "PLAIN"
+
+
 class TopicOverride(BaseModel):
     """Partitions and retention of one topic, where they differ from the defaults."""
 
@@ -48,6 +61,58 @@ class Settings(BaseSettings):
     kafka_client_id: str = Field(
         default="mention-router",
         description="The client id every Kafka client of the services reports to the broker.",
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        default=KafkaSecurityProtocol.PLAINTEXT,
+        description=(
+            "`PLAINTEXT` (no authentication: a broker only the services can reach), `SASL_SSL` (a user and "
+            "password over TLS: what a shared broker needs, every client with its own principal and ACLs, "
+            "see docs/operations.md) or `SASL_PLAINTEXT` (the same without TLS, for local development only)."
+        ),
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism = Field(
+        default=KafkaSaslMechanism.SCRAM_SHA_512,
+        description="The SASL mechanism: `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN`.",
+    )
+    kafka_sasl_username: str = Field(
+        default="",
+        description=(
+            "This process's Kafka user (its principal is `User:<name>`): one per service, e.g. `mr-router`; "
+            "required with SASL."
+        ),
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None,
+        description="The Kafka user's password (or `MR_KAFKA_SASL_PASSWORD_FILE`); never logged.",
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        default=None,
+        description=(
+            "A file holding the Kafka user's password (a mounted Secret), read when a client connects; "
+            "instead of `MR_KAFKA_SASL_PASSWORD`."
+        ),
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description=(
+            "The CA certificates (PEM) that sign the brokers' certificates, for `SASL_SSL` (unset: the "
+            "system's trusted CAs)."
+        ),
+    )
+    kafka_service_users: dict[str, str] = Field(
+        default_factory=lambda: {s: f"mr-{s}" for s in ("ingest", "classifier", "router", "api")},
+        description=(
+            "The Kafka user of each service, for `mention-router kafka acls`, which grants each one what "
+            "its service reads and writes (JSON)."
+        ),
+    )
+    kafka_department_users: dict[str, str] = Field(
+        default_factory=lambda: {d: f"dept-{d}" for d in DEPARTMENTS},
+        description=(
+            "The Kafka user of each department's consumer, for `mention-router kafka acls`: it may read its "
+            "department's `mentions.routed.<department>` and use consumer groups named `<department>.*` "
+            "(with the topic prefix), nothing else (JSON)."
+        ),
     )
     topic_prefix: str = Field(
         default="",
@@ -463,6 +528,17 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full topic name for a logical name such as `mentions.raw`."""
         return f"{self.topic_prefix}{name}"
+
+    @field_validator("kafka_sasl_password", mode="before")
+    @classmethod
+    def _empty_password_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value else value
+
+    @field_validator("kafka_sasl_password_file", "kafka_ssl_cafile", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, value: object) -> object:
+        # compose and Helm pass an unset variable as an empty one
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("database_url")
     @classmethod

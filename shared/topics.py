@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from shared.bus.kafka import KafkaBus
+from shared.kafkaauth import authenticate, client_options
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,11 @@ class TopicState:
 async def create_topics(settings: Settings) -> list[TopicState]:
     """Create every missing topic of the pipeline; return what each one looks like afterwards."""
     topics = settings.all_topics()
+    await authenticate(settings)
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id=f"{settings.kafka_client_id}.admin"
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.kafka_client_id}.admin",
+        **client_options(settings),
     )
     await admin.start()
     try:

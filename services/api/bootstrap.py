@@ -8,13 +8,14 @@ import uvicorn
 
 from services.api.app import create_app
 from services.api.server import QuietSignalsServer
-from shared.process import run_process
+from shared.process import check_kafka_access, run_process
 from shared.settings import Settings
 from shared.signals import install_stop_signals
 
 
 async def serve(settings: Settings) -> None:
     """The REST API on MR_API_HOST:MR_API_PORT until SIGTERM."""
+    await check_kafka_access(settings, "api")
     server = QuietSignalsServer(
         uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
     )

@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     from services.cli import keys as apikeys
 
     apikeys.add_parsers(sub)
+    from services.cli import kafka as kafka_commands
+
+    kafka_commands.add_parsers(sub)
     return parser
 
 
@@ -135,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             from services.cli import keys as apikeys
 
             sys.exit(apikeys.run(settings, args))
+        elif args.command == "kafka":
+            from services.cli import kafka as kafka_commands
+
+            sys.exit(kafka_commands.run(settings, args))
         elif args.command in ("classify", "evaluate", "train"):
             from services.cli import classify as classifier_commands
 

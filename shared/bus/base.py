@@ -86,6 +86,11 @@ class Bus(Protocol):
         """Raise when the broker cannot be reached now (readiness probes)."""
         ...
 
+    async def verify_access(self, service: str) -> None:
+        """Raise (a ConfigError) when the broker does not let this process do what `service` does:
+        checked at start, so that a missing ACL stops a service naming the topic and the operation."""
+        ...
+
     async def send(self, messages: Sequence[OutMessage]) -> None: ...
 
     async def send_in_transaction(

@@ -13,19 +13,25 @@ from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
+    GroupAuthorizationFailedError,
     IllegalStateError,
     KafkaConnectionError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
     UnknownTopicOrPartitionError,
 )
 from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.bus.base import CommitFailed, Consumer, OutMessage, Record
 from shared.errors import is_transient
+from shared.kafkaauth import KafkaAccessDenied, authenticate, client_options, principal, sasl_enabled
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+# CreateTopics answers for a principal without CREATE on the topic or the cluster.
+_CREATE_DENIED = (29, 31)
 # How often a reader looks for partitions added to its topics; sooner while one of them does not exist.
 _READER_REFRESH_S = 30.0
 _READER_MISSING_TOPIC_REFRESH_S = 5.0
@@ -40,6 +46,23 @@ def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
         tp = TopicPartition(r.topic, r.partition)
         offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
     return offsets
+
+
+def _denied(settings: Settings, operation: str, exc: Exception) -> KafkaAccessDenied:
+    """An authorisation error of the broker as the operator should read it: who, what, on which."""
+    if isinstance(exc, GroupAuthorizationFailedError):
+        what = f"consumer group {exc.args[0]!r}" if exc.args else "its consumer group"
+    else:
+        what = f"topic(s) {', '.join(sorted(map(str, _flat(exc.args))))}" if exc.args else "a topic"
+    return KafkaAccessDenied(
+        f"Kafka denies {principal(settings)} {operation} on {what}: an ACL is missing "
+        "(`mention-router kafka acls` prints the ones each service needs)"
+    )
+
+
+def _flat(args: Sequence[Any]) -> list[Any]:
+    # aiokafka passes a topic, or a set of them
+    return [x for a in args for x in (a if isinstance(a, set | frozenset | list | tuple) else [a])]
 
 
 def _records(batches: Mapping[Any, Sequence[Any]]) -> list[Record]:
@@ -62,6 +85,7 @@ def _records(batches: Mapping[Any, Sequence[Any]]) -> list[Record]:
 class KafkaConsumer:
     def __init__(self, settings: Settings, topics: Sequence[str], group_id: str) -> None:
         self._topics = list(topics)
+        self._settings = settings
         # Made by start(): an AIOKafkaConsumer created and never started warns when collected, and a
         # service builds its consumer before it knows whether it will run.
         self._make: Callable[[], AIOKafkaConsumer] = lambda: AIOKafkaConsumer(
@@ -75,6 +99,7 @@ class KafkaConsumer:
             fetch_max_wait_ms=100,
             # Exactly-once: messages of an open or aborted transaction are never seen.
             isolation_level="read_committed" if settings.exactly_once else "read_uncommitted",
+            **client_options(settings),
         )
 
     async def start(self) -> None:
@@ -86,6 +111,9 @@ class KafkaConsumer:
             consumer = self._make()
             try:
                 await consumer.start()
+            except (TopicAuthorizationFailedError, GroupAuthorizationFailedError) as exc:
+                await consumer.stop()
+                raise _denied(self._settings, "READ", exc) from exc
             except UnknownTopicOrPartitionError:
                 await consumer.stop()
                 if time.monotonic() >= deadline:
@@ -107,7 +135,11 @@ class KafkaConsumer:
         return {(tp.topic, tp.partition) for tp in consumer.assignment()} if consumer is not None else set()
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> list[Record]:
-        return _records(await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+        try:
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except (TopicAuthorizationFailedError, GroupAuthorizationFailedError) as exc:
+            raise _denied(self._settings, "READ", exc) from exc
+        return _records(batches)
 
     async def commit(self, records: Sequence[Record]) -> None:
         offsets = next_offsets(records)
@@ -169,6 +201,7 @@ class KafkaReader:
             fetch_max_wait_ms=500,
             # Readers show what happened: never a record of an open or aborted transaction.
             isolation_level="read_committed",
+            **client_options(self._settings),
         )
         await consumer.start()
         self._consumer = consumer
@@ -239,7 +272,11 @@ class KafkaReader:
         if not consumer.assignment():
             await asyncio.sleep(min(timeout_ms / 1000, max(0.0, self._next_refresh - time.monotonic())))
             return []
-        records = _records(await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records))
+        try:
+            batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except TopicAuthorizationFailedError as exc:
+            raise _denied(self._settings, "READ", exc) from exc
+        records = _records(batches)
         for r in records:
             self._positions[r.topic][r.partition] = r.offset + 1
         return records
@@ -267,6 +304,7 @@ class KafkaBus:
             "max_batch_size": self._settings.producer_max_batch_size,
             "max_request_size": 4 * 1024 * 1024,
             "request_timeout_ms": 30_000,
+            **client_options(self._settings),
         }
         producer = AIOKafkaProducer(**(options | extra))
         try:
@@ -278,7 +316,22 @@ class KafkaBus:
         return producer
 
     async def start(self) -> None:
+        # A refused login stops the process here (not retriable), naming the principal.
+        await authenticate(self._settings)
         self._producer = await self._started_producer()
+
+    async def verify_access(self, service: str) -> None:
+        """With SASL, check the ACLs `service` needs (shared/kafkaacl.py), and start its transactional
+        producers now so that a missing transactional-id ACL shows before the first batch."""
+        if not sasl_enabled(self._settings):
+            return
+        from shared.kafkaacl import check_access, service_access
+
+        await check_access(self._settings, service)
+        need = service_access(self._settings, service)
+        if need.transactional_prefixes:
+            for group in need.groups:
+                await self._transactional_producer(group)
 
     async def stop(self) -> None:
         if self._metadata is not None:
@@ -303,6 +356,7 @@ class KafkaBus:
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self._settings.kafka_bootstrap_servers,
             client_id=f"{self._settings.kafka_client_id}.admin",
+            **client_options(self._settings),
         )
         await admin.start()
         try:
@@ -313,6 +367,11 @@ class KafkaBus:
             response: Any = await admin.create_topics([self._new_topic(t) for t in missing])
             for error in response.topic_errors:
                 topic, code = error[0], error[1]
+                if code in _CREATE_DENIED:
+                    raise KafkaAccessDenied(
+                        f"the Kafka topic {topic!r} does not exist, and {principal(self._settings)} may "
+                        "not create it: run `mention-router topics create` as the admin first"
+                    )
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     raise RuntimeError(f"could not create Kafka topic {topic!r}: error code {code}")
             log.info("created topics %s", ", ".join(missing))
@@ -333,7 +392,7 @@ class KafkaBus:
         if self._producer is None:
             raise RuntimeError("the Kafka bus is not started")
         # Returns once every message is acknowledged by all in-sync replicas (acks=all).
-        await _send_all(self._producer, messages)
+        await _send_all(self._producer, messages, self._settings)
 
     async def send_in_transaction(
         self, messages: Sequence[OutMessage], records: Sequence[Record], *, consumer: Consumer, group_id: str
@@ -345,7 +404,7 @@ class KafkaBus:
         async with self._transaction_lock:
             await producer.begin_transaction()
             try:
-                await _send_all(producer, messages)
+                await _send_all(producer, messages, self._settings)
                 if offsets:
                     await producer.send_offsets_to_transaction(offsets, group_id)
             except BaseException:
@@ -360,11 +419,21 @@ class KafkaBus:
         # A transactional id of its own per process: replicas never fence each other. A process that
         # dies mid-transaction leaves it open until the transaction timeout, which bounds how long
         # read_committed consumers of those partitions wait.
-        producer = await self._started_producer(
-            client_id=f"{self._settings.kafka_client_id}.txn",
-            transactional_id=f"{self._settings.kafka_client_id}.{group_id}.{uuid.uuid4().hex[:12]}",
-            transaction_timeout_ms=30_000,
-        )
+        from shared.kafkaacl import transactional_prefix
+
+        transactional_id = f"{transactional_prefix(self._settings, group_id)}{uuid.uuid4().hex[:12]}"
+        try:
+            producer = await self._started_producer(
+                client_id=f"{self._settings.kafka_client_id}.txn",
+                transactional_id=transactional_id,
+                transaction_timeout_ms=30_000,
+            )
+        except TransactionalIdAuthorizationFailed:
+            raise KafkaAccessDenied(
+                f"Kafka denies {principal(self._settings)} WRITE on transactional id {transactional_id!r} "
+                f"(exactly-once, MR_EXACTLY_ONCE): an ACL on the prefix "
+                f"{transactional_prefix(self._settings, group_id)!r} is missing (`mention-router kafka acls`)"
+            ) from None
         self._transactional[group_id] = producer
         return producer
 
@@ -384,6 +453,7 @@ class KafkaBus:
                 client = AIOKafkaClient(
                     bootstrap_servers=self._settings.kafka_bootstrap_servers,
                     client_id=f"{self._settings.kafka_client_id}.metadata",
+                    **client_options(self._settings),
                 )
                 try:
                     await client.bootstrap()
@@ -405,15 +475,29 @@ class KafkaBus:
         }
 
 
-async def _send_all(producer: AIOKafkaProducer, messages: Sequence[OutMessage]) -> None:
+async def _send_all(producer: AIOKafkaProducer, messages: Sequence[OutMessage], settings: Settings) -> None:
     """Queue every message (batched by the producer), then wait for all the acknowledgements."""
-    futures = [
-        await producer.send(
-            m.topic,
-            value=m.value,
-            key=m.key.encode(),
-            headers=[(k, v.encode()) for k, v in m.headers.items()],
-        )
-        for m in messages
-    ]
-    await asyncio.gather(*futures)
+    try:
+        futures = [
+            await producer.send(
+                m.topic,
+                value=m.value,
+                key=m.key.encode(),
+                headers=[(k, v.encode()) for k, v in m.headers.items()],
+            )
+            for m in messages
+        ]
+    except TopicAuthorizationFailedError as exc:  # no DESCRIBE: the metadata names the topic
+        raise _denied(settings, "WRITE", exc) from exc
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    # A produce response's authorisation error names no topic: the messages it failed do.
+    denied = {
+        m.topic
+        for m, r in zip(messages, results, strict=True)
+        if isinstance(r, TopicAuthorizationFailedError)
+    }
+    if denied:
+        raise _denied(settings, "WRITE", TopicAuthorizationFailedError(denied))
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

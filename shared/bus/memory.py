@@ -251,6 +251,9 @@ class MemoryBus:
     async def check(self) -> None:
         return None  # in the process: always there
 
+    async def verify_access(self, service: str) -> None:
+        return None  # in the process: no principals
+
     async def send(self, messages: Sequence[OutMessage]) -> None:
         for message in messages:
             self.broker.append(message)
