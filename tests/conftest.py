@@ -38,6 +38,7 @@ from bench.infra import create_database, delete_topics, drop_database, script_en
 from shared.db import migrate
 from shared.settings import BusKind, Settings
 from tests.support.feedserver import FeedServer, feed_server
+from tests.support.securekafka import secure_broker, secure_kafka  # noqa: F401 - fixtures
 
 
 def _docker_available() -> bool:

@@ -3,6 +3,12 @@
 # for local development and tests.
 #
 #   deploy/local/kafka.sh {start|stop|status|env}
+#   MR_KAFKA_SECURE=1 deploy/local/kafka.sh {start|stop|status|env}
+#
+# With MR_KAFKA_SECURE=1 it runs a second, secured broker beside the plaintext one (its own ports and
+# state dir): SASL/SCRAM-SHA-512 on a SASL_PLAINTEXT listener (19094) and over TLS on a SASL_SSL
+# listener (19095, a CA of its own), the standard authorizer denying what no ACL allows, an `admin`
+# super user, and the services' and departments' users with their ACLs (deploy/local/kafka-security.sh).
 #
 # Jars come from Maven Central (through Maven) and are cached in
 #   ${MR_CACHE_DIR:-$HOME/.cache/mention-router}/kafka-<version>/libs
@@ -14,6 +20,9 @@
 #   MR_KAFKA_PORT             PLAINTEXT listener port          (default 19092)
 #   MR_KAFKA_CONTROLLER_PORT  CONTROLLER listener port         (default 19093)
 #   MR_KAFKA_HEAP_OPTS        JVM heap options                 (default -Xmx1g -Xms256m)
+#   MR_KAFKA_SECURE_PORT, MR_KAFKA_SECURE_SSL_PORT, MR_KAFKA_SECURE_CONTROLLER_PORT,
+#   MR_KAFKA_SECURE_HEAP_OPTS  the same for the secured broker (SASL_PLAINTEXT 19094, SASL_SSL 19095,
+#                             CONTROLLER 19096, -Xmx512m -Xms128m)
 #   MR_KAFKA_START_TIMEOUT    seconds to wait for readiness    (default 90)
 #   MR_JAVA_HOME              JDK to use (default: /usr/lib/jvm/java-17-openjdk-amd64
 #                             if present, else java on PATH); must be Java 17+
@@ -28,10 +37,21 @@ SCALA_BINARY=2.13
 LOG4J_VERSION=2.24.3
 DEPENDENCY_PLUGIN_VERSION=3.8.1
 
-PORT=${MR_KAFKA_PORT:-19092}
-CONTROLLER_PORT=${MR_KAFKA_CONTROLLER_PORT:-19093}
+SECURE=${MR_KAFKA_SECURE:-0}
 HOST=127.0.0.1
-HEAP_OPTS=${MR_KAFKA_HEAP_OPTS:--Xmx1g -Xms256m}
+if [[ $SECURE == 1 ]]; then
+    # Knobs of their own: the plaintext broker's may be set in the same shell.
+    PORT=${MR_KAFKA_SECURE_PORT:-19094}
+    SSL_PORT=${MR_KAFKA_SECURE_SSL_PORT:-19095}
+    CONTROLLER_PORT=${MR_KAFKA_SECURE_CONTROLLER_PORT:-19096}
+    HEAP_OPTS=${MR_KAFKA_SECURE_HEAP_OPTS:--Xmx512m -Xms128m}
+    STATE_NAME=kafka-secure
+else
+    PORT=${MR_KAFKA_PORT:-19092}
+    CONTROLLER_PORT=${MR_KAFKA_CONTROLLER_PORT:-19093}
+    HEAP_OPTS=${MR_KAFKA_HEAP_OPTS:--Xmx1g -Xms256m}
+    STATE_NAME=kafka
+fi
 START_TIMEOUT=${MR_KAFKA_START_TIMEOUT:-90}
 STOP_TIMEOUT=30
 
@@ -40,7 +60,7 @@ KAFKA_CACHE=$CACHE_ROOT/kafka-$KAFKA_VERSION
 LIBS_DIR=$KAFKA_CACHE/libs
 LIBS_MARKER=$LIBS_DIR/.complete
 
-STATE_DIR=${MR_LOCAL_DIR:-$REPO_ROOT/.local}/kafka
+STATE_DIR=${MR_LOCAL_DIR:-$REPO_ROOT/.local}/$STATE_NAME
 DATA_DIR=$STATE_DIR/data
 LOG_DIR=$STATE_DIR/logs
 SERVER_LOG=$LOG_DIR/server.log
@@ -50,8 +70,8 @@ LOG4J_FILE=$STATE_DIR/log4j2.xml
 PID_FILE=$STATE_DIR/kafka.pid
 CLUSTER_ID_FILE=$STATE_DIR/cluster.id
 
-log() { printf 'kafka: %s\n' "$*"; }
-err() { printf 'kafka: ERROR: %s\n' "$*" >&2; }
+log() { printf '%s: %s\n' "$STATE_NAME" "$*"; }
+err() { printf '%s: ERROR: %s\n' "$STATE_NAME" "$*" >&2; }
 die() { err "$*"; exit 1; }
 
 usage() {
@@ -197,10 +217,10 @@ probe_python() {
     local py
     py=$(command -v python3 || true)
     [[ -n $py ]] || return 2
-    "$py" - "$HOST" "$PORT" <<'EOF'
+    "$py" - "$HOST" "$PORT" "$SECURE" <<'EOF'
 import socket, struct, sys
 
-host, port = sys.argv[1], int(sys.argv[2])
+host, port, secure = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 
 def call(sock, api_key, version, corr, body=b""):
     client = b"mr-probe"
@@ -234,6 +254,8 @@ try:
         for i in range(count):
             key, lo, hi = struct.unpack(">hhh", resp[6 + 6 * i: 12 + 6 * i])
             versions[key] = (lo, hi)
+        if secure:
+            sys.exit(0)  # a Metadata request needs a SASL login first: ApiVersions is enough
         if 3 not in versions:
             sys.exit(1)
         lo, hi = versions[3]
@@ -308,6 +330,21 @@ print_log_tail() {
     done
 }
 
+if [[ $SECURE == 1 ]]; then
+    # shellcheck source=deploy/local/kafka-security.sh
+    source "$SCRIPT_DIR/kafka-security.sh"
+    LISTENERS_LINE="listeners=SASL_PLAINTEXT://$HOST:$PORT,SASL_SSL://$HOST:$SSL_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT"
+else
+    LISTENERS_LINE="listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT"
+    listener_config() {
+        cat <<EOF
+advertised.listeners=PLAINTEXT://$HOST:$PORT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+EOF
+    }
+fi
+
 write_config() {
     mkdir -p "$DATA_DIR" "$LOG_DIR"
     cat >"$CONFIG_FILE" <<EOF
@@ -315,12 +352,10 @@ write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
-inter.broker.listener.name=PLAINTEXT
+$LISTENERS_LINE
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs=$DATA_DIR
+$(listener_config)
 
 num.partitions=4
 auto.create.topics.enable=true
@@ -376,6 +411,8 @@ EOF
 EOF
 }
 
+# The secured broker adds its admin's SCRAM credential here: it must exist before the first login.
+FORMAT_ARGS=()
 format_storage() {
     [[ -f $DATA_DIR/meta.properties ]] && return 0
     local cluster_id out
@@ -388,7 +425,7 @@ format_storage() {
     fi
     if ! out=$("$JAVA" -cp "$LIBS_DIR/*" -Dlog4j2.configurationFile="$STATE_DIR/log4j2-tools.xml" \
         kafka.tools.StorageTool format --ignore-formatted \
-        --cluster-id "$cluster_id" --config "$CONFIG_FILE" 2>&1); then
+        --cluster-id "$cluster_id" --config "$CONFIG_FILE" "${FORMAT_ARGS[@]}" 2>&1); then
         printf '%s\n' "$out" >&2
         die "formatting the KRaft storage in $DATA_DIR failed"
     fi
@@ -417,6 +454,7 @@ wait_ready() {
 cmd_start() {
     local pid t0=$SECONDS
     if broker_ready; then
+        if [[ $SECURE == 1 ]]; then provision; fi
         log "already running on $HOST:$PORT $(owner_note)"
         return 0
     fi
@@ -428,20 +466,22 @@ cmd_start() {
     flock -w $((START_TIMEOUT + 30)) 9 || die "timed out waiting for another 'kafka.sh start' ($STATE_DIR/.start.lock)"
 
     if pid=$(our_pid); then
-        grep -qxF "listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT" "$CONFIG_FILE" ||
+        grep -qxF "$LISTENERS_LINE" "$CONFIG_FILE" ||
             die "broker pid $pid from $STATE_DIR runs with other ports (see $CONFIG_FILE); run '$0 stop' first"
         log "broker pid $pid is starting, waiting for it ..."
         wait_ready "$pid"
+        if [[ $SECURE == 1 ]]; then provision; fi
         log "running on $HOST:$PORT (pid $pid)"
         return 0
     fi
     if port_open "$PORT"; then
-        die "something is listening on $HOST:$PORT but does not answer as a Kafka broker; choose another MR_KAFKA_PORT"
+        die "something is listening on $HOST:$PORT but does not answer as a Kafka broker; choose another port (MR_KAFKA_PORT, secured: MR_KAFKA_SECURE_PORT)"
     fi
     if port_open "$CONTROLLER_PORT"; then
-        die "controller port $HOST:$CONTROLLER_PORT is already in use; choose another MR_KAFKA_CONTROLLER_PORT"
+        die "controller port $HOST:$CONTROLLER_PORT is already in use; choose another (MR_KAFKA_CONTROLLER_PORT, secured: MR_KAFKA_SECURE_CONTROLLER_PORT)"
     fi
 
+    if [[ $SECURE == 1 ]]; then prepare_security; fi
     write_config
     format_storage
 
@@ -455,6 +495,7 @@ cmd_start() {
     pid=$!
     echo "$pid" >"$PID_FILE"
     wait_ready "$pid"
+    if [[ $SECURE == 1 ]]; then provision; fi
     log "started Kafka $KAFKA_VERSION on $HOST:$PORT (pid $pid, $((SECONDS - t0))s; state: $STATE_DIR)"
 }
 
@@ -499,6 +540,10 @@ cmd_status() {
 }
 
 cmd_env() {
+    if [[ $SECURE == 1 ]]; then
+        secure_env
+        return 0
+    fi
     echo "export MR_KAFKA_BOOTSTRAP_SERVERS=$HOST:$PORT"
 }
 

@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     CommitFailedError,
     GroupAuthorizationFailedError,
     IllegalStateError,
@@ -309,6 +310,12 @@ class KafkaBus:
         producer = AIOKafkaProducer(**(options | extra))
         try:
             await producer.start()
+        except ClusterAuthorizationFailedError:
+            await producer.stop()
+            raise KafkaAccessDenied(
+                f"Kafka denies {principal(self._settings)} an idempotent producer (it may WRITE no topic): "
+                "an ACL is missing (`mention-router kafka acls` prints the ones each service needs)"
+            ) from None
         except BaseException:
             # A producer that failed to start still holds a client; close it rather than leak it.
             await producer.stop()

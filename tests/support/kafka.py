@@ -1,17 +1,19 @@
-"""Reading whole topics back from the real broker, for assertions."""
+"""Reading whole topics back from the real broker, for assertions. `security` is what
+shared.kafkaauth.client_options gives for a secured broker (none for a plaintext one)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 
-async def partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+async def partitions(bootstrap: str, topics: list[str], **security: Any) -> list[TopicPartition]:
     """Every partition of `topics`, as the cluster describes them (not a client's cached metadata)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security)
     await admin.start()
     try:
         described = await admin.describe_topics(topics)
@@ -25,12 +27,12 @@ async def partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
 
 
 async def read_topics(
-    bootstrap: str, topics: list[str], *, timeout_s: float = 30.0, missing_ok: bool = False
+    bootstrap: str, topics: list[str], *, timeout_s: float = 30.0, missing_ok: bool = False, **security: Any
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record currently in `topics`, from the beginning to the end offsets at call time.
     With `missing_ok`, a topic that does not exist (nothing was ever published) reads as empty."""
     if missing_ok:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security)
         await admin.start()
         try:
             existing = set(await admin.list_topics())
@@ -39,8 +41,10 @@ async def read_topics(
         topics = [t for t in topics if t in existing]
         if not topics:
             return []
-    tps = await partitions(bootstrap, topics)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    tps = await partitions(bootstrap, topics, **security)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **security
+    )
     await consumer.start()
     try:
         consumer.assign(tps)
@@ -62,9 +66,11 @@ async def read_topics(
         await consumer.stop()
 
 
-async def end_offsets_total(bootstrap: str, topic: str) -> int:
-    tps = await partitions(bootstrap, [topic])
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+async def end_offsets_total(bootstrap: str, topic: str, **security: Any) -> int:
+    tps = await partitions(bootstrap, [topic], **security)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **security
+    )
     await consumer.start()
     try:
         end = await consumer.end_offsets(tps)
@@ -73,14 +79,14 @@ async def end_offsets_total(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int:
+async def group_lag(bootstrap: str, group: str, topic: str, **security: Any) -> int:
     """How many records of `topic` the consumer group has not committed yet."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security)
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    total = await end_offsets_total(bootstrap, topic)
+    total = await end_offsets_total(bootstrap, topic, **security)
     done: int = sum(meta.offset for tp, meta in committed.items() if tp.topic == topic and meta.offset > 0)
     return total - done
