@@ -31,8 +31,13 @@ step "compose.yaml: Compose Specification schema + model (defaults)"
 step "compose.yaml: the same with .env.example's values"
 mapfile -t env_args < <(grep -E '^[A-Z_]+=' deploy/compose/.env.example | sed 's/^/-env\n/')
 "$COMPOSECHECK" "${env_args[@]}" -json "$out/compose-env.json" deploy/compose/compose.yaml >/dev/null && ok
-step "compose.yaml: services' environment vs Settings, depends_on"
-"$PY" deploy/checks.py compose "$out/compose.json" && "$PY" deploy/checks.py compose "$out/compose-env.json" && ok
+step "compose.yaml + compose.secure.yaml (secured broker)"
+"$COMPOSECHECK" "${env_args[@]}" -json "$out/compose-secure.json" deploy/compose/compose.yaml \
+    deploy/compose/compose.secure.yaml >/dev/null && ok
+step "compose: environment vs Settings, depends_on, Kafka users"
+for project in compose compose-env compose-secure; do
+    "$PY" deploy/checks.py compose "$out/$project.json"
+done && ok
 
 for values in default production; do
     args=()

@@ -126,6 +126,61 @@ def cmd_compose(project_file: Path) -> None:
         if "observability" not in (services.get(name, {}).get("profiles") or []):
             problem(f"compose service {name}: not in the observability profile")
     _check_prometheus_config(ROOT / "deploy" / "compose" / "prometheus" / "prometheus.yml")
+    _check_compose_security(services)
+
+
+def _compose_files(service: dict[str, Any]) -> set[str]:
+    """The directories and files a compose service mounts: volumes, and secrets under /run/secrets."""
+    paths = {v["target"] for v in service.get("volumes") or []}
+    for secret in service.get("secrets") or []:
+        target = secret.get("target") or secret["source"]
+        paths.add(target if target.startswith("/") else f"/run/secrets/{target}")
+    return paths
+
+
+def _check_compose_security(services: dict[str, Any]) -> None:
+    """With SASL (compose.secure.yaml): each service its own user, its password a secret, the CA on a
+    volume; the topic job as the admin; the kafka-access job sets exactly the services' users and
+    grants them their ACLs before they start."""
+    logins: dict[str, Settings] = {}
+    for name in ("topics", "kafka-access", *APP_SERVICES):
+        service = services.get(name)
+        if service is None:
+            continue
+        settings = _settings_from_env(service.get("environment") or {}, f"compose service {name}")
+        if settings is None or settings.kafka_security_protocol.value == "PLAINTEXT":
+            continue
+        logins[name] = settings
+        files = _compose_files(service)
+        for setting, path in (
+            ("MR_KAFKA_SASL_PASSWORD_FILE", settings.kafka_sasl_password_file),
+            ("MR_KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
+        ):
+            if path is None or not (str(path) in files or str(path.parent) in files):
+                problem(f"compose service {name}: {setting} {path} is neither a secret nor on a volume")
+    if not logins:
+        return
+    users = {n: logins[n].kafka_sasl_username if n in logins else None for n in APP_SERVICES}
+    if None in users.values() or len(set(users.values())) != len(users):
+        problem(f"compose: with SASL every service needs a Kafka user of its own, got {users}")
+    if "topics" not in logins:
+        problem("compose: the topic job does not log in to the secured broker")
+    access = logins.get("kafka-access")
+    if access is None:
+        problem("compose: a secured broker without the kafka-access job (users and ACLs)")
+        return
+    if access.kafka_service_users != users:
+        problem(
+            f"compose: kafka-access grants ACLs to {access.kafka_service_users}, the services are {users}"
+        )
+    files = _compose_files(services["kafka-access"])
+    missing = [u for u in users.values() if f"/run/secrets/kafka-users/{u}" not in files]
+    if missing:
+        problem(f"compose: kafka-access has no password for {missing}")
+    for name in APP_SERVICES:
+        condition = (services[name].get("depends_on") or {}).get("kafka-access", {}).get("condition")
+        if condition != "service_completed_successfully":
+            problem(f"compose service {name}: does not wait for the kafka-access job")
 
 
 def _check_prometheus_config(path: Path) -> None:
@@ -265,6 +320,102 @@ def _check_release(path: Path, documents: list[dict[str, Any]]) -> None:
         if scraped != set(APP_SERVICES):
             problem(f"{where}: ServiceMonitor scrapes {sorted(c or '?' for c in scraped)}, expected all")
     _check_metrics_stay_inside(where, by_kind, services)
+    _check_kafka_security(where, deployments, by_kind.get("Job", []))
+
+
+def _container_settings(container: dict[str, Any], where: str) -> Settings | None:
+    """A container's environment read by Settings (a Secret's value stands in as a placeholder)."""
+    env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    for ref in [e for e in container.get("env", []) if "valueFrom" in e]:
+        env[ref["name"]] = (
+            "postgresql+asyncpg://user:secret@db:5432/app" if ref["name"] == "MR_DATABASE_URL" else "x"
+        )
+    return _settings_from_env(env, where)
+
+
+def _secret_mounts(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """mount path -> volume, for the container's volumes that come from Secrets."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    out = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes.get(mount["name"], {})
+        if "secret" in volume or "projected" in volume:
+            out[mount["mountPath"]] = volume
+    return out
+
+
+def _check_kafka_login(
+    where: str, pod: dict[str, Any], container: dict[str, Any], settings: Settings
+) -> None:
+    """With SASL: a user, and its password and the CA as files of mounted Secrets."""
+    if settings.kafka_security_protocol.value == "PLAINTEXT":
+        return
+    if not settings.kafka_sasl_username:
+        problem(f"{where}: SASL without MR_KAFKA_SASL_USERNAME")
+    mounts = _secret_mounts(pod, container)
+    for setting, path in (
+        ("MR_KAFKA_SASL_PASSWORD_FILE", settings.kafka_sasl_password_file),
+        ("MR_KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile),
+    ):
+        if path is None:
+            if setting == "MR_KAFKA_SASL_PASSWORD_FILE" and settings.kafka_sasl_password is None:
+                problem(f"{where}: SASL without a password (MR_KAFKA_SASL_PASSWORD_FILE)")
+            continue
+        if str(path.parent) not in mounts:
+            problem(f"{where}: {setting} {path} is not on a mounted Secret")
+
+
+def _check_kafka_security(where: str, deployments: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
+    """Every Job's containers read by Settings; with SASL every service logs in as its own user with its
+    password and CA from Secrets, the topic Job too, and the access Job grants the ACLs to exactly the
+    users the Deployments log in as (the model of shared/kafkaacl.py, one source of truth)."""
+    logins: dict[str, Settings] = {}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        settings = _container_settings(container, f"{where}: Deployment {name}")
+        if settings is not None:
+            _check_kafka_login(f"{where}: Deployment {name}", pod["spec"], container, settings)
+            logins[pod["metadata"]["labels"]["app.kubernetes.io/component"]] = settings
+    protocols = {s.kafka_security_protocol.value for s in logins.values()}
+    if len(protocols) > 1:
+        problem(f"{where}: the services speak different Kafka security protocols: {sorted(protocols)}")
+    secured = protocols != {"PLAINTEXT"}
+    users = [s.kafka_sasl_username for s in logins.values()]
+    if secured and len(set(users)) != len(users):
+        problem(f"{where}: services share a Kafka user ({users}): each needs its own principal")
+    for job in jobs:
+        name = job["metadata"]["name"]
+        pod = job["spec"]["template"]["spec"]
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            what = f"{where}: Job {name} container {container['name']}"
+            settings = _container_settings(container, what)
+            if settings is None:
+                continue
+            _check_kafka_login(what, pod, container, settings)
+            if name.endswith("-topics") and secured and settings.kafka_security_protocol.value == "PLAINTEXT":
+                problem(f"{what}: the topic Job does not log in to the secured cluster")
+            if container.get("args") == ["kafka", "acls", "--apply"]:
+                wanted = {c: s.kafka_sasl_username for c, s in logins.items()}
+                if settings.kafka_service_users != wanted:
+                    problem(
+                        f"{what}: grants ACLs to {settings.kafka_service_users}, "
+                        f"the services log in as {wanted}"
+                    )
+            if container.get("args", [])[:3] == ["kafka", "users", "apply"]:
+                mounted = _secret_mounts(pod, container).get(container["args"][3], {})
+                paths = {
+                    i["path"]
+                    for src in mounted.get("projected", {}).get("sources", [])
+                    for i in src["secret"]["items"]
+                }
+                if paths != set(users):
+                    problem(
+                        f"{what}: sets the passwords of {sorted(paths)}, "
+                        f"the services log in as {sorted(users)}"
+                    )
+    if secured and not any(j["metadata"]["name"].endswith("-topics") for j in jobs):
+        problem(f"{where}: a secured cluster without the topic Job (the services do not create topics)")
 
 
 def _check_metrics_stay_inside(

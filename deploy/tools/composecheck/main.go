@@ -3,8 +3,9 @@
 // result against the Compose Specification's JSON schema (embedded in compose-go), and checks the
 // model (depends_on targets, profiles, volumes, ...). Every profile is enabled, so nothing is skipped.
 //
-//	composecheck [-env KEY=VALUE]... [-json OUT] FILE
+//	composecheck [-env KEY=VALUE]... [-json OUT] FILE [OVERRIDE]...
 //
+// Several files are merged in order, as `docker compose -f FILE -f OVERRIDE` merges them.
 // With -json, the resolved project (variables interpolated, defaults applied) is written to OUT, for
 // checks of what the services will actually receive.
 package main
@@ -31,17 +32,21 @@ func main() {
 	flag.Var(&env, "env", "KEY=VALUE for interpolation (repeatable); the process environment is not used")
 	out := flag.String("json", "", "write the resolved project as JSON to this file")
 	flag.Parse()
-	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: composecheck [-env KEY=VALUE]... [-json OUT] FILE")
+	if flag.NArg() < 1 {
+		fmt.Fprintln(os.Stderr, "usage: composecheck [-env KEY=VALUE]... [-json OUT] FILE [OVERRIDE]...")
 		os.Exit(2)
 	}
-	file, err := filepath.Abs(flag.Arg(0))
-	if err != nil {
-		fail(err)
+	var files []string
+	for _, arg := range flag.Args() {
+		file, err := filepath.Abs(arg)
+		if err != nil {
+			fail(err)
+		}
+		files = append(files, file)
 	}
 	options, err := cli.NewProjectOptions(
-		[]string{file},
-		cli.WithWorkingDirectory(filepath.Dir(file)),
+		files,
+		cli.WithWorkingDirectory(filepath.Dir(files[0])),
 		cli.WithEnv(env),
 		cli.WithProfiles([]string{"*"}),
 		cli.WithResolvedPaths(true),
@@ -64,7 +69,7 @@ func main() {
 	}
 	names := project.ServiceNames()
 	sort.Strings(names)
-	fmt.Printf("%s: valid (project %q, services: %s)\n", flag.Arg(0), project.Name, strings.Join(names, ", "))
+	fmt.Printf("%s: valid (project %q, services: %s)\n", strings.Join(flag.Args(), " + "), project.Name, strings.Join(names, ", "))
 }
 
 func fail(err error) {

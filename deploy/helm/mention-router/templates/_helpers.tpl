@@ -136,3 +136,68 @@ imagePullSecrets:
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end }}
+
+{{/* Kafka security: the user one container logs in as, (dict "root" $ "who" "router"); "admin" for the
+     jobs. Nothing with PLAINTEXT. The password and the CA are files from Secrets (kafkaVolumes). */}}
+{{- define "mention-router.kafkaUser" -}}
+{{- $sec := .root.Values.kafka.security }}
+{{- if eq .who "admin" }}
+{{- toYaml $sec.admin }}
+{{- else }}
+{{- toYaml (index $sec.users .who) }}
+{{- end }}
+{{- end }}
+
+{{- define "mention-router.kafkaEnv" -}}
+{{- $sec := .root.Values.kafka.security }}
+{{- if ne $sec.protocol "PLAINTEXT" }}
+{{- $user := include "mention-router.kafkaUser" . | fromYaml }}
+- name: MR_KAFKA_SECURITY_PROTOCOL
+  value: {{ $sec.protocol | quote }}
+- name: MR_KAFKA_SASL_MECHANISM
+  value: {{ $sec.saslMechanism | quote }}
+- name: MR_KAFKA_SASL_USERNAME
+  value: {{ required (printf "kafka.security: the Kafka user of %s" .who) $user.username | quote }}
+- name: MR_KAFKA_SASL_PASSWORD_FILE
+  value: /run/secrets/kafka-user/password
+{{- if $sec.caSecret.name }}
+- name: MR_KAFKA_SSL_CAFILE
+  value: /run/secrets/kafka-ca/ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mention-router.kafkaMounts" -}}
+{{- $sec := .Values.kafka.security }}
+{{- if ne $sec.protocol "PLAINTEXT" }}
+- name: kafka-user
+  mountPath: /run/secrets/kafka-user
+  readOnly: true
+{{- if $sec.caSecret.name }}
+- name: kafka-ca
+  mountPath: /run/secrets/kafka-ca
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mention-router.kafkaVolumes" -}}
+{{- $sec := .root.Values.kafka.security }}
+{{- if ne $sec.protocol "PLAINTEXT" }}
+{{- $user := include "mention-router.kafkaUser" . | fromYaml }}
+- name: kafka-user
+  secret:
+    secretName: {{ required (printf "kafka.security: the Secret with the password of %s" .who) $user.passwordSecret }}
+    items:
+      - key: {{ $user.passwordKey }}
+        path: password
+{{- if $sec.caSecret.name }}
+- name: kafka-ca
+  secret:
+    secretName: {{ $sec.caSecret.name }}
+    items:
+      - key: {{ $sec.caSecret.key }}
+        path: ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
