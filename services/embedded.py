@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 import uvicorn
@@ -91,8 +92,7 @@ async def run_embedded(
     if sources_file is not None:
         created, existing = await import_sources(settings, sources_file)
         log.info("sources from %s: %d registered, %d already there", sources_file, created, existing)
-    if serve_api and settings.api_auth:
-        await local_admin_key(settings)
+    key = await local_admin_key(settings) if serve_api and settings.api_auth else None
     broker = broker or MemoryBroker(partitions=settings.topic_partitions)
     bus = MemoryBus(broker)
     engine = create_engine(settings.database_url)
@@ -112,6 +112,7 @@ async def run_embedded(
     ]
     tasks = [ingest_task, *pipeline]
     server: QuietSignalsServer | None = None
+    announcer: asyncio.Task[None] | None = None
     if serve_api:
         app = create_app(settings, engine=engine, bus=bus)
         server = QuietSignalsServer(
@@ -121,6 +122,7 @@ async def run_embedded(
         )
         tasks.append(asyncio.create_task(server.serve(), name="api"))
         log.info("API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
+        announcer = asyncio.create_task(_announce_desk(server, settings, key), name="desk link")
     try:
         done, _ = await asyncio.wait(
             [*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
@@ -132,6 +134,8 @@ async def run_embedded(
                 raise RuntimeError("the API server stopped (is the port in use?)")
     finally:
         stop.set()
+        if announcer is not None:
+            announcer.cancel()
         await asyncio.gather(ingest_task, return_exceptions=True)
         await _drain(broker, settings, within=drain_timeout_s)
         stop_pipeline.set()
@@ -142,6 +146,23 @@ async def run_embedded(
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 log.error("%s stopped with %s: %s", task.get_name(), type(result).__name__, result)
         await engine.dispose()
+
+
+def desk_link(settings: Settings, key: str | None) -> str:
+    """The desk's address, with the key in the fragment: a browser never sends a fragment to the server,
+    and the page removes it from the address bar as soon as it has read it (docs/desk.md)."""
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.api_port}/desk/" + (f"#key={key}" if key else "")
+
+
+async def _announce_desk(server: QuietSignalsServer, settings: Settings, key: str | None) -> None:
+    """Once the API listens: one line on stdout (not the log, which may be collected: it holds the admin
+    key) that the person who started the desk can open."""
+    while not server.started:  # noqa: ASYNC110 - uvicorn's server has a flag for it, not an event
+        await asyncio.sleep(0.05)
+    sys.stdout.write(f"Desk: {desk_link(settings, key)}\n")
+    sys.stdout.flush()
 
 
 async def _drain(broker: MemoryBroker, settings: Settings, *, within: float) -> None:

@@ -15,6 +15,7 @@ from services.api import problems
 from services.api.assignments import assignments_api
 from services.api.auth import Guard, register_bootstrap_key
 from services.api.contracts import contracts
+from services.api.desk import install_desk
 from services.api.deps import BusHolder
 from services.api.errors import install_problem_handlers
 from services.api.inputs import refuse_unstorable
@@ -114,6 +115,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
     app.include_router(webhooks_api)
     app.include_router(whoami_api)
     app.include_router(threads_api)
+    install_desk(app)  # the web page at /desk/ (and / redirects there)
     # No /metrics here: it is served on the metrics port only (services/api/metrics.py).
 
     def openapi() -> dict[str, Any]:
