@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install train run lint deploy-check fmt test test-unit test-faults fuzz bench bench-quick bench-api soak services-up services-down services-status lock clean
+.PHONY: help install train run lint deploy-check fmt test test-unit desk-screenshots test-faults fuzz bench bench-quick bench-api soak services-up services-down services-status lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -50,7 +50,8 @@ fmt: install ## format and auto-fix
 	$(BIN)/ruff check --fix .
 
 # Kafka and PostgreSQL come from MR_KAFKA_BOOTSTRAP_SERVERS / MR_DATABASE_URL when set, from
-# testcontainers when a Docker engine answers, and otherwise from the scripts in deploy/local/.
+# testcontainers when a Docker engine answers, and otherwise from the scripts in deploy/local/. The desk's
+# tests drive Debian's Chromium (MR_CHROMIUM, else deploy/local/chromium.sh installs it when missing).
 # The quick benchmark (a collapse check, no timing judged) runs before pytest so that pytest's summary
 # is the last line.
 test: install ## lint, then every test (unit, integration, e2e) against a real Kafka and PostgreSQL
@@ -59,6 +60,7 @@ test: install ## lint, then every test (unit, integration, e2e) against a real K
 	  if [ -z "$${MR_KAFKA_BOOTSTRAP_SERVERS:-}" ]; then deploy/local/kafka.sh start; eval "$$(deploy/local/kafka.sh env)"; fi; \
 	  if [ -z "$${MR_DATABASE_URL:-}" ]; then deploy/local/postgres.sh start; eval "$$(deploy/local/postgres.sh env)"; fi; \
 	fi; \
+	deploy/local/chromium.sh install; eval "$$(deploy/local/chromium.sh env)"; \
 	$(MAKE) --no-print-directory lint; \
 	$(BIN)/python -m bench --quick; \
 	$(BIN)/python -m bench.api_bench --quick; \
@@ -66,6 +68,11 @@ test: install ## lint, then every test (unit, integration, e2e) against a real K
 
 test-unit: install ## the fast unit tests only (no broker, no database)
 	$(BIN)/pytest tests/unit
+
+# The embedded default with the example feeds, in Debian's Chromium (as for make test); small PNGs.
+desk-screenshots: install ## the desk's main screens as docs/desk/*.png (about 30 s)
+	deploy/local/chromium.sh install
+	$(BIN)/python -m tests.e2e.desk_screenshots
 
 # The broker and database as for `make test` (MR_* when set, else deploy/local/); see docs/performance.md.
 bench: install ## throughput, latency and RSS of the pipeline against a bare Kafka relay (several minutes)
