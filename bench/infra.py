@@ -87,8 +87,9 @@ async def postgres_version(server_url: str) -> str:
 # --- Kafka: fresh topics per run, removed afterwards ---------------------------------------------------
 
 
-async def create_topics(bootstrap: str, topics: list[str], *, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="mention-router.bench")
+async def create_topics(bootstrap: str, topics: list[str], *, partitions: int, **security: Any) -> None:
+    """`security`: shared.kafkaauth.client_options of a user allowed to (none on a plaintext broker)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="mention-router.bench", **security)
     await admin.start()
     try:
         response: Any = await admin.create_topics(
@@ -103,9 +104,9 @@ async def create_topics(bootstrap: str, topics: list[str], *, partitions: int) -
     await asyncio.sleep(0.5)
 
 
-async def delete_topics(bootstrap: str, prefix: str) -> None:
+async def delete_topics(bootstrap: str, prefix: str, **security: Any) -> None:
     """Remove every topic of this run: a full run writes several hundred MB."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="mention-router.bench")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="mention-router.bench", **security)
     await admin.start()
     try:
         topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
@@ -115,9 +116,9 @@ async def delete_topics(bootstrap: str, prefix: str) -> None:
         await admin.close()
 
 
-async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
+async def group_members(bootstrap: str, group: str, **security: Any) -> tuple[str, int]:
     """(state, number of members) of a consumer group."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="mention-router.bench")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="mention-router.bench", **security)
     await admin.start()
     try:
         responses = await admin.describe_consumer_groups([group])

@@ -33,6 +33,7 @@ from bench import infra
 from bench.generate import Generated
 from bench.relay import producer, send_all
 from shared.db import migrate
+from shared.kafkaauth import client_options
 from shared.settings import DEPARTMENTS, Settings
 from tests.support.processes import ServiceProcesses, free_port
 
@@ -49,8 +50,10 @@ class PipelineConfig:
     latency_seconds: float
     classifiers: int = 1
     routers: int = 1
-    # Extra MR_* variables for the service processes (the knobs being measured).
+    # Extra MR_* variables for the service processes (the knobs being measured), and per stage
+    # (`classifier`, `router`: e.g. each its own Kafka user).
     env: dict[str, str] = field(default_factory=dict)
+    stage_env: dict[str, dict[str, str]] = field(default_factory=dict)
     stall_timeout_s: float = 90.0
     # Also read `mentions.classified` during the latency phase to split the latency into hops. Off for
     # the reported figures: the extra consumer costs the load generator ~100 µs of CPU per mention.
@@ -148,7 +151,10 @@ async def _wait_stored(
 async def _wait_groups(settings: Settings, expected: dict[str, int], *, within: float = 60.0) -> None:
     deadline = time.monotonic() + within
     while True:
-        states = {g: await infra.group_members(settings.kafka_bootstrap_servers, g) for g in expected}
+        security = client_options(settings)
+        states = {
+            g: await infra.group_members(settings.kafka_bootstrap_servers, g, **security) for g in expected
+        }
         if all(state == "Stable" and members == expected[g] for g, (state, members) in states.items()):
             return
         if time.monotonic() > deadline:
@@ -317,6 +323,7 @@ async def _latency_phase(
         enable_auto_commit=False,
         fetch_max_wait_ms=20,
         max_poll_records=5_000,
+        **client_options(settings),
     )
     await consumer.start()
     prod = producer(settings, linger_ms=generator_linger_ms)
@@ -375,7 +382,9 @@ async def _check_exactly_once(db: Database, settings: Settings, keys: set[str]) 
 
 
 async def _end_offsets(settings: Settings, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=None, **client_options(settings)
+    )
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
@@ -403,14 +412,27 @@ async def run_pipeline(
     try:
         await migrate(db_url)
         await infra.create_topics(
-            settings.kafka_bootstrap_servers, settings.all_topics(), partitions=settings.topic_partitions
+            settings.kafka_bootstrap_servers,
+            settings.all_topics(),
+            partitions=settings.topic_partitions,
+            **client_options(settings),
         )
         env = infra.service_env(settings, MR_DATABASE_URL=db_url, **cfg.env)
         services = ServiceProcesses(env, logs, failure=BenchFailure)
         for i in range(cfg.classifiers):
-            services.start("classifier", f"classifier-{i + 1}", MR_METRICS_PORT=str(free_port()))
+            services.start(
+                "classifier",
+                f"classifier-{i + 1}",
+                MR_METRICS_PORT=str(free_port()),
+                **cfg.stage_env.get("classifier", {}),
+            )
         for i in range(cfg.routers):
-            services.start("router", f"router-{i + 1}", MR_METRICS_PORT=str(free_port()))
+            services.start(
+                "router",
+                f"router-{i + 1}",
+                MR_METRICS_PORT=str(free_port()),
+                **cfg.stage_env.get("router", {}),
+            )
         codes: dict[str, int | None] = {}
         try:
             async with Database(db_url) as db:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.bus.base import OutMessage
+from shared.kafkaauth import client_options
 from shared.settings import Settings
 
 # Sends in flight before the producer waits for acks: bounds memory while keeping the pipe full.
@@ -32,6 +33,7 @@ def producer(settings: Settings, *, linger_ms: int | None = None) -> AIOKafkaPro
         max_batch_size=settings.producer_max_batch_size,
         max_request_size=4 * 1024 * 1024,
         request_timeout_ms=30_000,
+        **client_options(settings),
     )
 
 
