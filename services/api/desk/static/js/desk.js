@@ -72,7 +72,9 @@ export class Desk {
     ]);
     this.timers.push(setInterval(() => this.refreshQueues(), QUEUES_EVERY_MS));
     this.timers.push(setInterval(() => this.refreshAlerts(), ALERTS_EVERY_MS));
-    this.stream.start();
+    // A key that reads no department (push only) has no stream to follow.
+    if (this.me.read.length) this.stream.start();
+    else this.onStreamState("none");
     await this.route();
     document.body.dataset.ready = "true";
   }
@@ -184,7 +186,12 @@ export class Desk {
   }
 
   onStreamState(state) {
-    const label = { live: "Live", connecting: "Connecting…", down: "Offline: retrying" }[state];
+    const label = {
+      live: "Live",
+      connecting: "Connecting…",
+      down: "Offline: retrying",
+      none: "No departments to follow",
+    }[state];
     const box = byId("live-state");
     box.textContent = label;
     box.className = `live-state ${state}`;
