@@ -45,6 +45,7 @@ async () => {
   const me = { write: ["support"], actorName: "Sam" };
   const actions = (x) => work.actionsFor(x, me).map((y) => y.action);
   const m = {
+    routed_at: "2025-06-01T10:00:00Z",
     topics: ["bug"],
     sentiment: "negative",
     intent: "complaint",
@@ -57,6 +58,7 @@ async () => {
         status: "new",
         priority: "P2",
         first_response_at: null,
+        assignee: "Kim",
         sla_due_at: "2000-01-01T00:00:00Z",
       },
     ],
@@ -114,6 +116,9 @@ async () => {
       filters.matches(m, { topic: "praise" }),
       filters.matches(m, { q: "x" }),
       filters.matches(m, { status: "new", priority: "P2", sentiment: "negative", language: "en" }),
+      filters.matches(m, { assignee: "Kim" }),
+      filters.matches({ ...m, author: "Ana Lima" }, { author: "ana lima" }),
+      filters.matches(m, { since: "2026-01-01T00:00:00.000Z" }),
     ],
     alertText: alerts.textContent,
     alertImages: alerts.querySelectorAll("img").length,

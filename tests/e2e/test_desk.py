@@ -129,6 +129,16 @@ async def test_signing_in_through_the_link_shows_the_queues(stack: Stack, desk: 
         assert await card.locator(".p1 dd").inner_text() == str(q["open_by_priority"].get("P1", 0))
         assert await card.locator(".overdue dd").inner_text() == str(q["overdue"])
     assert await desk.page.locator("#list li.item").count() == 50, "one page, never everything"
+    unlabelled = await desk.page.evaluate(
+        "() => [...document.querySelectorAll('input, select, textarea')]"
+        ".filter((c) => c.labels.length === 0).map((c) => c.id || c.name)"
+    )
+    assert unlabelled == [], "every control has a label"
+    nameless = await desk.page.evaluate(
+        "() => [...document.querySelectorAll('button')].filter((b) => !b.textContent.trim()"
+        " && !b.getAttribute('aria-label')).length"
+    )
+    assert nameless == 0, "every button has a name"
     await expect(desk.page.locator("#more")).to_be_visible()
 
     await desk.page.click("#sign-out")
@@ -254,6 +264,12 @@ async def test_claim_respond_and_reassign_to_another_departments_queue(stack: St
         return after["product"] == before["product"] + 1 and after["support"] == before["support"] - 1
 
     await wait_for(counted, within=15, what="the queues to count the reassignment")
+    await desk.page.select_option("#f-department", "")
+    await desk.page.fill("#f-assignee", me["name"])
+    await desk.page.keyboard.press("Enter")
+    claimed = (await _get(stack, "/v1/mentions", assignee=me["name"], limit=50))["items"]
+    assert mention["id"] in [m["id"] for m in claimed]
+    await _wait_for_list(desk, [m["id"] for m in claimed])
     detail = await _get(stack, f"/v1/mentions/{mention['id']}")
     moved = next(a for a in detail["activity"] if a["action"] == "reassigned")
     assert moved["detail"]["reason"] == "A feature request, not a support case"
@@ -459,7 +475,7 @@ async def test_the_pages_modules_in_the_browser(stack: Stack, desk: DeskPage) ->
     assert got["actionsMine"][0] == "unclaim", "no claim of what one holds"
     assert got["actionsResolved"] == ["reopen"] and got["actionsReadOnly"] == 0
     assert got["changes"] == [["status", "new", "acknowledged"], ["assignee", "Kim", None]]
-    assert got["matches"] == [True, True, False, False, None, True]
+    assert got["matches"] == [True, True, False, False, None, True, True, True, False]
     assert (
         "<img src=x onerror=alert(1)>" in got["alertText"]
         and "8.0\N{MULTIPLICATION SIGN} the usual 5.0" in got["alertText"]

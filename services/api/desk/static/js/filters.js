@@ -16,8 +16,21 @@ export const FILTERS = [
   "source",
   "language",
   "overdue",
+  "assignee",
+  "author",
+  "since",
+  "until",
   "q",
 ];
+
+/** A day of the date inputs (local time) as the API's date-time: its start, or for `until` (exclusive)
+ * the start of the next day. */
+function dayBoundary(value, next) {
+  const day = new Date(`${value}T00:00:00`);
+  if (Number.isNaN(day.getTime())) return "";
+  if (next) day.setDate(day.getDate() + 1);
+  return day.toISOString();
+}
 
 /** The API parameters the form selects (empty ones left out). */
 export function readFilters(form) {
@@ -25,7 +38,9 @@ export function readFilters(form) {
   const params = {};
   for (const name of FILTERS) {
     const value = String(data.get(name) || "").trim();
-    if (value) params[name] = value;
+    if (!value) continue;
+    params[name] = name === "since" || name === "until" ? dayBoundary(value, name === "until") : value;
+    if (!params[name]) delete params[name];
   }
   return params;
 }
@@ -74,6 +89,7 @@ function assignmentMatches(a, f) {
   if (f.department && a.department !== f.department) return false;
   if (f.status && a.status !== f.status) return false;
   if (f.priority && a.priority !== f.priority) return false;
+  if (f.assignee && a.assignee !== f.assignee) return false;
   if (f.overdue) {
     const late = AWAITING.has(a.status) && !a.first_response_at && Date.parse(a.sla_due_at) < Date.now();
     if ((f.overdue === "true") !== late) return false;
@@ -94,8 +110,11 @@ export function matches(mention, f) {
     [f.kind, () => mention.kind === f.kind],
     [f.source, () => mention.source_id === f.source],
     [f.language, () => mention.language === f.language],
+    [f.author, () => (mention.author || "").toLowerCase() === f.author.toLowerCase()],
+    [f.since, () => Date.parse(mention.routed_at) >= Date.parse(f.since)],
+    [f.until, () => Date.parse(mention.routed_at) < Date.parse(f.until)],
   ];
   if (checks.some(([given, test]) => given && !test())) return false;
-  const onAssignments = f.department || f.status || f.priority || f.overdue;
+  const onAssignments = f.department || f.status || f.priority || f.overdue || f.assignee;
   return !onAssignments || (mention.assignments || []).some((a) => assignmentMatches(a, f));
 }
