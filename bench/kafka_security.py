@@ -162,13 +162,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--engine", default="rules", choices=["rules", "cascade", "learned"])
-    parser.add_argument("--out", type=Path, help="write the result as JSON here")
+    parser.add_argument(
+        "--out", type=Path, help="the JSON result (default: bench/results/kafka-security-<UTC time>.json)"
+    )
     args = parser.parse_args(argv)
+    out = (
+        args.out
+        or REPO_ROOT
+        / "bench"
+        / "results"
+        / f"kafka-security-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    )
     result = asyncio.run(_run(args))
-    text = json.dumps(result["summary"], indent=2)
-    print(text)  # noqa: T201
-    if args.out:
-        args.out.write_text(json.dumps(result, indent=2, default=str))
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result["summary"], indent=2))  # noqa: T201
+    _say(f"written to {out}")
 
 
 if __name__ == "__main__":
