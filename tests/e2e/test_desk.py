@@ -149,6 +149,12 @@ async def test_signing_in_through_the_link_shows_the_queues(stack: Stack, desk: 
     desk.assert_clean(stack.admin_key)
 
 
+async def _filters(desk: DeskPage) -> None:
+    """Unfold the filters (folded at first: the list is what the first screen is for)."""
+    if await desk.page.locator("#more-filters").get_attribute("open") is None:
+        await desk.page.click("#more-filters summary")
+
+
 async def _list_ids(desk: DeskPage) -> list[str]:
     return [
         str(i)
@@ -178,6 +184,7 @@ def _term_in_text(m: dict[str, Any]) -> str | None:
 async def test_filters_keyboard_and_a_mention_with_its_evidence(stack: Stack, desk: DeskPage) -> None:
     await _signed_in(desk, stack)
     negative = (await _get(stack, "/v1/mentions", sentiment="negative", limit=50))["items"]
+    await _filters(desk)
     await desk.page.select_option("#f-sentiment", "negative")
     await _wait_for_list(desk, [m["id"] for m in negative])
     target = next(m for m in negative if _term_in_text(m))
@@ -264,6 +271,7 @@ async def test_claim_respond_and_reassign_to_another_departments_queue(stack: St
         return after["product"] == before["product"] + 1 and after["support"] == before["support"] - 1
 
     await wait_for(counted, within=15, what="the queues to count the reassignment")
+    await _filters(desk)
     await desk.page.select_option("#f-department", "")
     await desk.page.fill("#f-assignee", me["name"])
     await desk.page.keyboard.press("Enter")
@@ -381,6 +389,7 @@ async def test_hostile_feed_text_is_shown_as_text(stack: Stack, desk: DeskPage) 
     # The list row of its source, through the filter.
     await desk.page.goto(f"{stack.base}/desk/#/mentions")
     source = await desk.page.locator("#f-source option", has_text="Hostile feed").get_attribute("value")
+    await _filters(desk)
     await desk.page.select_option("#f-source", str(source))
     await expect(desk.page.locator(f"#list li.item[data-id='{stack.hostile_id}'] h3")).to_have_text(
         HOSTILE_TITLE

@@ -62,8 +62,6 @@ export class Desk {
       this.dryRunBound = true;
     }
     fillOptions(this.form, { departments: this.me.read });
-    // On a phone the filters start folded: the list is what the first screen is for.
-    byId("more-filters").open = !window.matchMedia("(max-width: 60rem)").matches;
     await Promise.all([
       this.refreshQueues(),
       this.list.reload(readFilters(this.form)),
