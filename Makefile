@@ -36,7 +36,7 @@ run: install ## all four services in one process: in-memory bus, SQLite, example
 lint: install ## ruff format check, ruff lint, mypy --strict, import contracts, docs/configuration.md current, deploy-check
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy services shared bench
+	$(BIN)/mypy services shared devsupport bench
 	$(BIN)/lint-imports
 	$(BIN)/python -m shared.configdoc --check
 	deploy/check.sh

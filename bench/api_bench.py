@@ -65,9 +65,9 @@ from bench.api_workload import (
     workload,
 )
 from bench.pipeline import BenchFailure, RssSampler
+from devsupport.processes import ServiceProcesses, free_port
 from shared.db import migrate
 from shared.settings import REPO_ROOT
-from tests.support.processes import ServiceProcesses, free_port
 
 RESULTS = REPO_ROOT / "bench" / "results"
 LOGS = REPO_ROOT / "var" / "bench"

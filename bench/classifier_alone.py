@@ -25,9 +25,9 @@ from bench.alone import WARMUP
 from bench.generate import generate
 from bench.pipeline import BenchFailure, RssSampler, _end_offsets, _wait_groups
 from bench.relay import producer, send_all
+from devsupport.processes import ServiceProcesses, free_port
 from shared.bus.base import OutMessage
 from shared.settings import Settings
-from tests.support.processes import ServiceProcesses, free_port
 
 
 async def _wait_classified(

@@ -22,12 +22,12 @@ from typing import Any
 from sqlalchemy import insert
 
 from bench.infra import backing_services, create_database, drop_database, memory_mb
+from devsupport.factories import make_entries, rss
+from devsupport.feedserver import FeedServer, feed_server
+from devsupport.kafka import end_offsets_total
 from services.ingest.feeds import SourceInfo, parse
 from shared.db import SourceRow, create_engine, migrate, session_factory
 from shared.settings import REPO_ROOT
-from tests.support.factories import make_entries, rss
-from tests.support.feedserver import FeedServer, feed_server
-from tests.support.kafka import end_offsets_total
 
 
 def normalisation_rate(seconds: float = 3.0) -> dict[str, float]:

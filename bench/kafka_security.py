@@ -30,9 +30,9 @@ from typing import Any
 from bench import infra
 from bench.generate import generate
 from bench.pipeline import PipelineConfig, run_pipeline
+from devsupport.securekafka import SecureBroker, SecureKafka, start_secured_broker
 from shared import kafkaacl
 from shared.settings import REPO_ROOT, BusKind, Settings
-from tests.support.securekafka import SecureBroker, SecureKafka, start_secured_broker
 
 VARIANTS = ("plaintext", "sasl_ssl", "sasl_plaintext")
 

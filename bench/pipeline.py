@@ -32,10 +32,10 @@ from sqlalchemy.engine import make_url
 from bench import infra
 from bench.generate import Generated
 from bench.relay import producer, send_all
+from devsupport.processes import ServiceProcesses, free_port
 from shared.db import migrate
 from shared.kafkaauth import client_options
 from shared.settings import DEPARTMENTS, Settings
-from tests.support.processes import ServiceProcesses, free_port
 
 
 class BenchFailure(Exception):

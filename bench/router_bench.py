@@ -24,13 +24,13 @@ from bench.alone import WARMUP
 from bench.generate import generate
 from bench.pipeline import BenchFailure, Database, RssSampler, _wait_groups, _wait_stored
 from bench.relay import producer, send_all
+from devsupport.processes import ServiceProcesses, free_port
 from shared.bus.base import OutMessage
 from shared.bus.codec import encode
 from shared.classify import RuleEngine, Taxonomy
 from shared.db import migrate
 from shared.events import MentionClassified, MentionIngested
 from shared.settings import Settings
-from tests.support.processes import ServiceProcesses, free_port
 
 
 def classified(n: int, *, run_id: str, settings: Settings) -> list[OutMessage]:

@@ -3,7 +3,7 @@
 One evaluation is one mention evaluated against the whole rule set (every rule, in order, until a `stop`),
 the way the router and a dry run call `RuleSet.evaluate`; `rule_checks_per_s` is that times the number of
 rules. The baseline, measured in the same run on the same mentions, is the straightforward loop that
-checks each rule in turn (tests/support/routing_reference.py), and every compiled decision is checked
+checks each rule in turn (devsupport/routing_reference.py), and every compiled decision is checked
 against it.
 
 The workload: a generated but realistic rule set (topics with sentiment, intent, kind or influence;
@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.generate import AUTHORS, SOURCES, mention_text
+from devsupport.routing_reference import reference_evaluate
 from shared.classify import RuleEngine, Taxonomy
 from shared.events import Classification, Mention, MentionKind, mention_id
 from shared.routing import RuleError, RuleSet
 from shared.settings import DEPARTMENTS, REPO_ROOT
-from tests.support.routing_reference import reference_evaluate
 
 TARGET_PER_S = 50_000.0
 

@@ -36,11 +36,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import infra
 from bench.pipeline import Database
 from bench.soak_sources import Feeds, Pusher, register_feeds
+from devsupport.feedserver import feed_server
+from devsupport.private import PrivateKafka
+from devsupport.processes import ServiceProcesses, free_port
 from shared.db import migrate
 from shared.settings import REPO_ROOT, BusKind, Settings
-from tests.support.feedserver import feed_server
-from tests.support.private import PrivateKafka
-from tests.support.processes import ServiceProcesses, free_port
 
 RESULTS = REPO_ROOT / "bench" / "results"
 LOGS = REPO_ROOT / "var" / "soak"

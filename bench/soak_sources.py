@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 
 from bench.generate import AUTHORS, TITLES, mention_text
+from devsupport.factories import Entry, rss
+from devsupport.feedserver import FeedServer
 from shared.db import create_engine, session_factory
 from shared.events import mention_id
 from shared.settings import Settings
 from shared.sources import SourceSpec, add_source
-from tests.support.factories import Entry, rss
-from tests.support.feedserver import FeedServer
 
 FEED_WINDOW = 50  # entries a feed shows: the newest ones, like a real blog's feed
 

@@ -35,10 +35,10 @@ os.environ.setdefault("MR_CLASSIFIER_ENGINE", "rules")
 os.environ.setdefault("MR_METRICS_PORT", "0")
 
 from bench.infra import create_database, delete_topics, drop_database, script_env
+from devsupport.feedserver import FeedServer, feed_server
+from devsupport.securekafka import secure_broker, secure_kafka  # noqa: F401 - fixtures
 from shared.db import migrate
 from shared.settings import BusKind, Settings
-from tests.support.feedserver import FeedServer, feed_server
-from tests.support.securekafka import secure_broker, secure_kafka  # noqa: F401 - fixtures
 
 
 def _docker_available() -> bool:

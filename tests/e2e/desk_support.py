@@ -35,12 +35,12 @@ import httpx
 from playwright.async_api import Browser, ConsoleMessage, Page, Request
 
 from bench.infra import create_database, delete_topics, drop_database
+from devsupport.feedserver import FeedServer
+from devsupport.processes import ServiceProcesses, free_port
+from devsupport.scenario import wait_for
 from services.embedded import desk_link
 from shared.db import migrate
 from shared.settings import DEPARTMENTS, REPO_ROOT, Settings
-from tests.support.feedserver import FeedServer
-from tests.support.processes import ServiceProcesses, free_port
-from tests.support.scenario import wait_for
 
 # --- the browser ------------------------------------------------------------------------------------
 

@@ -25,13 +25,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from devsupport.factories import make_entries, rss
+from devsupport.feedserver import FeedServer
+from devsupport.kafka import partitions
+from devsupport.processes import free_port
+from devsupport.scenario import wait_for
 from shared.settings import REPO_ROOT
 from tests.conftest import KafkaEnv
-from tests.support.factories import make_entries, rss
-from tests.support.feedserver import FeedServer
-from tests.support.kafka import partitions
-from tests.support.processes import free_port
-from tests.support.scenario import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
+from devsupport.feedserver import FeedServer, feed_server
+from devsupport.scenario import wait_for
 from shared.settings import DEPARTMENTS
 from tests.e2e.desk_support import (
     HOSTILE_AUTHOR,
@@ -30,8 +32,6 @@ from tests.e2e.desk_support import (
     embedded_stack,
     kafka_stack,
 )
-from tests.support.feedserver import FeedServer, feed_server
-from tests.support.scenario import wait_for
 
 pytestmark = pytest.mark.e2e
 

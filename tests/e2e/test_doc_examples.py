@@ -30,11 +30,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devsupport.processes import free_port
+from devsupport.scenario import wait_for
 from services.embedded import EXAMPLE_SOURCES, embedded_settings, run_embedded
 from shared import netguard
 from shared.settings import REPO_ROOT, Settings
-from tests.support.processes import free_port
-from tests.support.scenario import wait_for
 
 pytestmark = pytest.mark.e2e
 

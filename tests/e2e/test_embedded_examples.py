@@ -11,6 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import delete, func, select
 
+from devsupport.processes import free_port
+from devsupport.scenario import wait_for
 from services.embedded import EXAMPLE_SOURCES, embedded_settings, run_embedded
 from shared.bus import MemoryBroker
 from shared.bus.codec import decode
@@ -18,8 +20,6 @@ from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
 from shared.events import MentionClassified
 from shared.settings import DEPARTMENTS, ClassifierEngineKind, Settings
 from shared.sources import load_sources_file
-from tests.support.processes import free_port
-from tests.support.scenario import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -9,19 +9,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.embedded import embedded_settings, run_embedded
-from shared.bus import MemoryBroker
-from shared.settings import DEPARTMENTS
-from tests.support.factories import TEMPLATES
-from tests.support.feedserver import FeedServer
-from tests.support.processes import free_port
-from tests.support.scenario import (
+from devsupport.factories import TEMPLATES
+from devsupport.feedserver import FeedServer
+from devsupport.processes import free_port
+from devsupport.scenario import (
     assert_api_agrees,
     expected_assignments,
     register_sources,
     serve_feeds,
     wait_for,
 )
+from services.embedded import embedded_settings, run_embedded
+from shared.bus import MemoryBroker
+from shared.settings import DEPARTMENTS
 
 pytestmark = pytest.mark.e2e
 

@@ -20,19 +20,19 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
-from shared.settings import DEPARTMENTS, REPO_ROOT
-from tests.conftest import KafkaEnv
-from tests.support.feedserver import FeedServer
-from tests.support.kafka import end_offsets_total, read_topics
-from tests.support.processes import ServiceProcesses, free_port
-from tests.support.scenario import (
+from devsupport.feedserver import FeedServer
+from devsupport.kafka import end_offsets_total, read_topics
+from devsupport.processes import ServiceProcesses, free_port
+from devsupport.scenario import (
     assert_api_agrees,
     expected_assignments,
     register_sources,
     serve_feeds,
     wait_for,
 )
+from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
+from shared.settings import DEPARTMENTS, REPO_ROOT
+from tests.conftest import KafkaEnv
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.postgres]
 

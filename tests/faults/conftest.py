@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.faults import REPORT, write_report
+from tests.faults.harness import REPORT, write_report
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

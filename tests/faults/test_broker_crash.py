@@ -1,6 +1,6 @@
 """The broker killed with SIGKILL mid-stream and started again: the services recover by themselves.
 
-A Kafka broker of this test's own (tests/support/private.py; the shared one is never touched), the
+A Kafka broker of this test's own (devsupport/private.py; the shared one is never touched), the
 classifier and the router as separate processes, 5,000 mentions. Once the router has committed a quarter
 of them, the broker is killed with SIGKILL, left down for a few seconds, and started again on the same
 data; the services are not restarted.
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.faults import FaultPipeline, expected_departments, generated
-from tests.support.private import PrivateKafka
+from devsupport.private import PrivateKafka
+from tests.faults.harness import FaultPipeline, expected_departments, generated
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.e2e]
 

@@ -1,6 +1,6 @@
 """PostgreSQL stopped for 20 s mid-stream: the router pauses and resumes, the API answers 503 and recovers.
 
-A PostgreSQL server of this test's own (tests/support/private.py; the shared one is never touched), the
+A PostgreSQL server of this test's own (devsupport/private.py; the shared one is never touched), the
 classifier, the router and the API as separate processes on the shared broker, 5,000 mentions published at
 250 a second. Once 1,000 are stored, the server is stopped (fast shutdown: every connection is cut) for
 20 s and started again. Meanwhile the router commits nothing, `/readyz` and writes answer 503 with a
@@ -19,16 +19,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devsupport.kafka import read_topics
+from devsupport.private import PrivatePostgres
+from devsupport.processes import free_port
+from devsupport.scenario import wait_for
 from shared.bus.base import Record
 from shared.bus.codec import decode
 from shared.db import migrate
 from shared.events import MentionIngested
 from tests.conftest import KafkaEnv
-from tests.support.faults import FaultPipeline, expected_departments, generated
-from tests.support.kafka import read_topics
-from tests.support.private import PrivatePostgres
-from tests.support.processes import free_port
-from tests.support.scenario import wait_for
+from tests.faults.harness import FaultPipeline, expected_departments, generated
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.e2e]
 

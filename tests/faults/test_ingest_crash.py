@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.factories import atom, make_entries, rss
+from devsupport.feedserver import FeedServer
+from devsupport.kafka import end_offsets_total, read_topics
+from devsupport.scenario import wait_for
+from devsupport.sources import register
 from shared.bus.base import Record
 from shared.bus.codec import decode
 from shared.events import MentionIngested, mention_id
 from shared.sources import SourceSpec
 from tests.conftest import KafkaEnv
-from tests.support.factories import atom, make_entries, rss
-from tests.support.faults import FaultPipeline, expected_departments
-from tests.support.feedserver import FeedServer
-from tests.support.kafka import end_offsets_total, read_topics
-from tests.support.scenario import wait_for
-from tests.support.sources import register
+from tests.faults.harness import FaultPipeline, expected_departments
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.e2e]
 

@@ -17,16 +17,16 @@ from typing import Any
 
 import pytest
 
+from devsupport.factories import classified_event
+from devsupport.kafka import end_offsets_total
+from devsupport.scenario import wait_for
 from shared.bus.base import OutMessage, Record
 from shared.bus.codec import encode
 from shared.dlq import read_dead_letters
 from shared.events import MentionIngested
 from shared.stage import MAX_DEAD_LETTER_VALUE_BYTES, dead_letter
 from tests.conftest import KafkaEnv
-from tests.support.factories import classified_event
-from tests.support.faults import FaultPipeline, expected_departments, generated
-from tests.support.kafka import end_offsets_total
-from tests.support.scenario import wait_for
+from tests.faults.harness import FaultPipeline, expected_departments, generated
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.e2e]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from bench.infra import group_members
+from devsupport.scenario import wait_for
 from tests.conftest import KafkaEnv
-from tests.support.faults import FaultPipeline, expected_departments, generated
-from tests.support.scenario import wait_for
+from tests.faults.harness import FaultPipeline, expected_departments, generated
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.e2e]
 

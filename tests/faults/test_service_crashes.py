@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from devsupport.kafka import end_offsets_total, read_topics
 from tests.conftest import KafkaEnv
-from tests.support.faults import FaultPipeline, expected_departments, generated
-from tests.support.kafka import end_offsets_total, read_topics
+from tests.faults.harness import FaultPipeline, expected_departments, generated
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.e2e]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KafkaEnv
-from tests.support.faults import FaultPipeline, expected_departments, generated
+from tests.faults.harness import FaultPipeline, expected_departments, generated
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.e2e]
 

@@ -26,16 +26,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devsupport.factories import TEMPLATES, classified_event
+from devsupport.processes import ServiceProcesses, free_port
+from devsupport.scenario import wait_for
+from devsupport.webhook_receiver import webhook_receiver
 from services.router.service import RouterService
 from shared.bus import MemoryBus, Record
 from shared.bus.codec import encode
 from shared.db import create_engine, session_factory
 from shared.routing import RuleSet
 from shared.settings import REPO_ROOT, BusKind, Settings
-from tests.support.factories import TEMPLATES, classified_event
-from tests.support.processes import ServiceProcesses, free_port
-from tests.support.scenario import wait_for
-from tests.support.webhook_receiver import webhook_receiver
 
 HERE = Path(__file__).parent
 # Examples per operation, and the seed (none: schemathesis's deterministic mode, the same cases each run).

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from devsupport.factories import TEMPLATES, classified_event
+from devsupport.processes import free_port
 from services.api.app import create_app
 from services.router.service import RouterService
 from shared.bus import MemoryBus
@@ -15,8 +17,6 @@ from shared.bus.codec import encode
 from shared.db import create_engine, session_factory
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
-from tests.support.factories import TEMPLATES, classified_event
-from tests.support.processes import free_port
 
 pytestmark = pytest.mark.postgres
 

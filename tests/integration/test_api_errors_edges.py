@@ -35,6 +35,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench.infra import create_database, drop_database
+from devsupport.factories import classified_event
+from devsupport.processes import free_port
+from devsupport.tcpproxy import TcpProxy
 from services.api.app import create_app
 from services.api.mentions import EXPORT_PAGE_ROWS
 from services.api.methods import AllowedMethods
@@ -45,9 +48,6 @@ from shared.db import create_engine, migrate, session_factory
 from shared.events import MentionClassified
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
-from tests.support.factories import classified_event
-from tests.support.processes import free_port
-from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.postgres
 

@@ -10,12 +10,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from devsupport.sources import read_raw
 from services.api.app import create_app
 from shared.db import SourceRow, create_engine, session_factory
 from shared.events import MentionKind
 from shared.settings import Settings
 from tests.conftest import KafkaEnv
-from tests.support.sources import read_raw
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from devsupport.factories import TEMPLATES, classified_event
 from services.api.app import create_app
 from services.api.schemas import MentionPage
 from services.router.service import RouterService
@@ -24,7 +25,6 @@ from shared.classify.corpus import load_db_corrections
 from shared.db import create_engine, session_factory
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
-from tests.support.factories import TEMPLATES, classified_event
 
 N = len(TEMPLATES) * 3
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)

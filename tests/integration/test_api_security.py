@@ -20,6 +20,8 @@ import yaml
 from sqlalchemy import select
 
 from bench.infra import create_database, drop_database
+from devsupport.factories import TEMPLATES, classified_event
+from devsupport.processes import free_port
 from services.api.app import create_app
 from services.router.service import RouterService
 from shared.apikeys import create_key
@@ -29,8 +31,6 @@ from shared.db import AlertRow, ApiKeyRow, AssignmentRow, create_engine, migrate
 from shared.events import utcnow
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
-from tests.support.factories import TEMPLATES, classified_event
-from tests.support.processes import free_port
 
 pytestmark = pytest.mark.postgres
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from devsupport.factories import TEMPLATES, _engine
 from services.api.app import create_app
 from services.router.service import RouterService
 from shared.apikeys import create_key
@@ -20,7 +21,6 @@ from shared.db import create_engine, session_factory
 from shared.events import Mention, MentionClassified, MentionKind, mention_id
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
-from tests.support.factories import TEMPLATES, _engine
 
 POST_URL = "https://blog.example.net/2026/11/exporting"
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devsupport.factories import classified_event
 from services.router.service import RouterService
 from shared.bus import MemoryBus, Record
 from shared.bus.codec import encode
@@ -21,7 +22,6 @@ from shared.events import Department
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
 from shared.workflow import AWAITING_RESPONSE, OPEN, Action, escalate_due, reassign, transition
-from tests.support.factories import classified_event
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 

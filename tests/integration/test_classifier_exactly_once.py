@@ -12,15 +12,15 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord
 
+from devsupport.factories import classified_event
+from devsupport.kafka import group_lag, partitions
+from devsupport.scenario import wait_for
 from services.classifier.bootstrap import build
 from shared.bus.base import OutMessage
 from shared.bus.codec import encode
 from shared.bus.kafka import KafkaBus
 from shared.events import MentionIngested
 from tests.conftest import KafkaEnv
-from tests.support.factories import classified_event
-from tests.support.kafka import group_lag, partitions
-from tests.support.scenario import wait_for
 
 pytestmark = pytest.mark.kafka
 

@@ -7,6 +7,9 @@ import asyncio
 
 import pytest
 
+from devsupport.factories import classified_event
+from devsupport.kafka import group_lag, read_topics
+from devsupport.scenario import wait_for
 from services.classifier.bootstrap import build
 from shared.bus.base import OutMessage, Record
 from shared.bus.codec import decode, encode
@@ -14,9 +17,6 @@ from shared.bus.kafka import KafkaBus
 from shared.events import MentionClassified, MentionIngested
 from shared.settings import ClassifierEngineKind
 from tests.conftest import KafkaEnv
-from tests.support.factories import classified_event
-from tests.support.kafka import group_lag, read_topics
-from tests.support.scenario import wait_for
 
 pytestmark = pytest.mark.kafka
 

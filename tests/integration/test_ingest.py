@@ -13,6 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 import uvicorn
 
+from devsupport.factories import atom, make_entries, rss
+from devsupport.feedserver import FeedServer
+from devsupport.processes import free_port
+from devsupport.scenario import wait_for
+from devsupport.sources import read_raw, register, sources_by_id
 from services.api.app import create_app
 from services.ingest.feeds import MAX_TEXT_CHARS
 from services.ingest.service import IngestService
@@ -22,11 +27,6 @@ from shared.events import MentionKind, mention_id
 from shared.settings import Settings
 from shared.sources import SourceSpec
 from tests.conftest import KafkaEnv
-from tests.support.factories import atom, make_entries, rss
-from tests.support.feedserver import FeedServer
-from tests.support.processes import free_port
-from tests.support.scenario import wait_for
-from tests.support.sources import read_raw, register, sources_by_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

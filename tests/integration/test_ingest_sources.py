@@ -12,6 +12,10 @@ from xml.sax.saxutils import escape
 import pytest
 from sqlalchemy import update
 
+from devsupport.factories import Entry, make_entries, rss
+from devsupport.feedserver import FeedServer
+from devsupport.scenario import wait_for
+from devsupport.sources import read_raw, register, sources_by_id
 from services.ingest.service import IngestService
 from shared.bus.kafka import KafkaBus
 from shared.db import SourceRow, create_engine, session_factory
@@ -19,10 +23,6 @@ from shared.events import MentionKind
 from shared.settings import Settings
 from shared.sources import SourceSpec
 from tests.conftest import KafkaEnv
-from tests.support.factories import Entry, make_entries, rss
-from tests.support.feedserver import FeedServer
-from tests.support.scenario import wait_for
-from tests.support.sources import read_raw, register, sources_by_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

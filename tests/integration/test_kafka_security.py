@@ -20,6 +20,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from aiokafka.structs import ConsumerRecord
 
+from devsupport.factories import classified_event
+from devsupport.kafka import group_lag, read_topics
+from devsupport.processes import free_port
+from devsupport.scenario import wait_for
+from devsupport.securekafka import SecureKafka
 from services.classifier.bootstrap import build as build_classifier
 from shared import kafkaacl
 from shared.bus.base import OutMessage
@@ -30,11 +35,6 @@ from shared.kafkaauth import KafkaAccessDenied, client_options
 from shared.kafkaproto import Operation, ResourceType
 from shared.settings import DEPARTMENTS, REPO_ROOT, Settings
 from shared.topics import create_topics
-from tests.support.factories import classified_event
-from tests.support.kafka import group_lag, read_topics
-from tests.support.processes import free_port
-from tests.support.scenario import wait_for
-from tests.support.securekafka import SecureKafka
 
 pytestmark = pytest.mark.kafka
 

@@ -17,6 +17,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
+from devsupport.factories import make_entries, rss
+from devsupport.feedserver import FeedServer
+from devsupport.kafka import end_offsets_total
+from devsupport.scenario import wait_for
+from devsupport.securekafka import SecureKafka
+from devsupport.sources import register
 from services.api.app import create_app
 from services.classifier.bootstrap import build as build_classifier
 from services.ingest.bootstrap import build as build_ingest
@@ -29,12 +35,6 @@ from shared.settings import DEPARTMENTS, Settings
 from shared.sources import SourceSpec
 from shared.topics import create_topics
 from tests.conftest import KafkaEnv
-from tests.support.factories import make_entries, rss
-from tests.support.feedserver import FeedServer
-from tests.support.kafka import end_offsets_total
-from tests.support.scenario import wait_for
-from tests.support.securekafka import SecureKafka
-from tests.support.sources import register
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

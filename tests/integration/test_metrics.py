@@ -23,6 +23,11 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url, select, update
 
+from devsupport.factories import classified_event, make_entries, rss
+from devsupport.feedserver import FeedServer
+from devsupport.kafka import partitions
+from devsupport.scenario import wait_for
+from devsupport.tcpproxy import TcpProxy
 from services.api.app import create_app
 from services.api.metrics import QueueGauges
 from services.ingest.service import IngestService
@@ -39,11 +44,6 @@ from shared.routing import RuleSet
 from shared.settings import REPO_ROOT, BusKind, Settings
 from shared.sources import SourceSpec, add_source
 from tests.conftest import KafkaEnv
-from tests.support.factories import classified_event, make_entries, rss
-from tests.support.feedserver import FeedServer
-from tests.support.kafka import partitions
-from tests.support.scenario import wait_for
-from tests.support.tcpproxy import TcpProxy
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -88,12 +88,12 @@ async def _records_before_the_keys(url: str) -> str:
     """A database at 0008 with a routed mention and an activity row, a correction, a rule set with its
     audit, a key, an acknowledged alert and an idempotency record written as 0008 wrote them; the id of
     the mention (routed to support and R&D)."""
+    from devsupport.factories import TEMPLATES, classified_event
     from shared.bus import MemoryBus, Record
     from shared.bus.codec import encode
     from shared.db import session_factory
     from shared.routing import RuleSet
     from shared.settings import Settings
-    from tests.support.factories import TEMPLATES, classified_event
 
     await _alembic(url, "upgrade", "0008")
     settings = Settings().model_copy(update={"database_url": url})

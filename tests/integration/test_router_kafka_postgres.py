@@ -11,6 +11,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from devsupport.factories import classified_event
+from devsupport.kafka import group_lag, read_topics
+from devsupport.scenario import wait_for
+from devsupport.tcpproxy import TcpProxy
 from services.router.bootstrap import build
 from shared.bus.base import OutMessage
 from shared.bus.codec import encode
@@ -20,10 +24,6 @@ from shared.events import MentionClassified
 from shared.routing import RuleSet
 from shared.settings import DEPARTMENTS, Settings
 from tests.conftest import KafkaEnv
-from tests.support.factories import classified_event
-from tests.support.kafka import group_lag, read_topics
-from tests.support.scenario import wait_for
-from tests.support.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -8,6 +8,9 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
+from devsupport.factories import classified_event
+from devsupport.kafka import read_topics
+from devsupport.scenario import wait_for
 from services.router.bootstrap import build
 from services.router.service import RouterService
 from shared.bus.codec import encode
@@ -16,9 +19,6 @@ from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
 from shared.routing import RuleSet
 from shared.settings import DEPARTMENTS
 from tests.conftest import KafkaEnv
-from tests.support.factories import classified_event
-from tests.support.kafka import read_topics
-from tests.support.scenario import wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -14,6 +14,8 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
+from devsupport.factories import TEMPLATES, classified_event
+from devsupport.scenario import wait_for
 from services.api.app import create_app
 from services.router.bootstrap import build
 from shared.bus import MemoryBus, Record
@@ -22,8 +24,6 @@ from shared.bus.kafka import KafkaBus
 from shared.db import AssignmentRow, MentionRow, RuleSetRow, create_engine, session_factory
 from shared.settings import BusKind, Settings
 from tests.conftest import KafkaEnv
-from tests.support.factories import TEMPLATES, classified_event
-from tests.support.scenario import wait_for
 
 pytestmark = pytest.mark.postgres
 

@@ -25,6 +25,9 @@ import httpcore
 import httpx
 import pytest
 
+from devsupport.factories import make_entries, rss
+from devsupport.feedserver import FeedServer
+from devsupport.sources import read_raw, register, sources_by_id
 from services.api.app import create_app
 from services.ingest.service import IngestService
 from shared import netguard
@@ -35,9 +38,6 @@ from shared.events import utcnow
 from shared.settings import BusKind, Settings
 from shared.sources import SourceSpec
 from tests.conftest import KafkaEnv
-from tests.support.factories import make_entries, rss
-from tests.support.feedserver import FeedServer
-from tests.support.sources import read_raw, register, sources_by_id
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -17,6 +17,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devsupport.factories import TEMPLATES, classified_event
+from devsupport.kafka import read_topics
 from services.api.app import create_app
 from services.router.service import RouterService
 from shared.apikeys import create_key
@@ -28,8 +30,6 @@ from shared.events import MentionAlert
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
 from tests.conftest import KafkaEnv
-from tests.support.factories import TEMPLATES, classified_event
-from tests.support.kafka import read_topics
 
 BACKENDS = [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"]
 HOUR = timedelta(hours=1)
@@ -122,7 +122,7 @@ async def _world(settings: Settings, bus: Bus, clock: Clock) -> AsyncIterator[Wo
 # ------------------------------------------------------------------------------------------------ stats
 
 DAY0 = datetime(2026, 11, 25, tzinfo=UTC)
-# (when routed, factory indexes): template = index % 10 (tests/support/factories.py)
+# (when routed, factory indexes): template = index % 10 (devsupport/factories.py)
 BATCHES = [
     (datetime(2026, 11, 25, 23, 30, tzinfo=UTC), range(0, 5)),
     (datetime(2026, 11, 26, 9, 10, tzinfo=UTC), range(5, 15)),

@@ -18,6 +18,8 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
 
+from devsupport.factories import classified_event
+from devsupport.processes import free_port
 from services.api.app import create_app
 from services.api.server import QuietSignalsServer
 from services.api.stream import decode_event_id
@@ -30,8 +32,6 @@ from shared.db import create_engine, session_factory
 from shared.events import Assignment, Department, MentionEscalated, MentionRouted, Priority
 from shared.settings import DEPARTMENTS, BusKind, Settings
 from tests.conftest import KafkaEnv
-from tests.support.factories import classified_event
-from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
+from devsupport.kafka import partitions
 from shared.settings import REPO_ROOT, TopicOverride
 from shared.topics import create_topics
 from tests.conftest import KafkaEnv
-from tests.support.kafka import partitions
 
 pytestmark = pytest.mark.kafka
 

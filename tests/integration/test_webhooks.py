@@ -15,6 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from devsupport.factories import TEMPLATES, classified_event
+from devsupport.kafka import group_lag
+from devsupport.processes import free_port
+from devsupport.scenario import wait_for
+from devsupport.webhook_receiver import WebhookReceiver, webhook_receiver
 from services.api.app import create_app
 from services.api.webhook_worker.signing import verify
 from services.router.service import RouterService
@@ -28,11 +33,6 @@ from shared.events import Department, MentionEscalated, Priority, utcnow
 from shared.routing import RuleSet
 from shared.settings import DEPARTMENTS, BusKind, Settings
 from tests.conftest import KafkaEnv
-from tests.support.factories import TEMPLATES, classified_event
-from tests.support.kafka import group_lag
-from tests.support.processes import free_port
-from tests.support.scenario import wait_for
-from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 

@@ -13,6 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from devsupport.factories import TEMPLATES, classified_event
+from devsupport.kafka import read_topics
 from services.api.app import create_app
 from services.router.service import RouterService
 from shared.apikeys import Actor
@@ -33,8 +35,6 @@ from shared.routing import RuleSet
 from shared.settings import DEPARTMENTS, Settings
 from shared.workflow import Action, add_note, claim, reassign, transition, unclaim
 from tests.conftest import KafkaEnv
-from tests.support.factories import TEMPLATES, classified_event
-from tests.support.kafka import read_topics
 
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
 

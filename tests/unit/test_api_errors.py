@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from devsupport.processes import free_port
 from services.api.app import create_app
 from shared.settings import BusKind, Settings
-from tests.support.processes import free_port
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devsupport.factories import atom, make_entries, rss
 from services.ingest import fastfeed, xmlsafety
 from services.ingest.feeds import FeedError, ParsedFeed, SourceInfo, parse
 from shared.settings import REPO_ROOT
-from tests.support.factories import atom, make_entries, rss
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 EXAMPLES = sorted((REPO_ROOT / "examples" / "feeds").glob("*.xml"))

@@ -10,8 +10,8 @@ from xml.sax.saxutils import escape
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devsupport.factories import atom, make_entries, rss
 from services.ingest.feeds import FeedError, FetchResult, ParsedFeed, SourceInfo, looks_like_html, parse
-from tests.support.factories import atom, make_entries, rss
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 SOURCE = SourceInfo(

@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
+from devsupport.factories import make_entries, rss
 from services.ingest.feeds import MAX_TEXT_CHARS, MAX_TITLE_CHARS, parse
 from services.ingest.service import source_info
 from shared.db import SourceRow
 from shared.events import MentionIngested
 from shared.stage import MAX_RECORD_BYTES
-from tests.support.factories import make_entries, rss
 
 
 def test_a_huge_entry_is_cut_to_an_event_that_fits() -> None:

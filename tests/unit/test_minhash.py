@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from devsupport.factories import make_entries
 from services.ingest import minhash
-from tests.support.factories import make_entries
 
 ARTICLE = " ".join(
     f"Sentence {i} of the article talks about the whiteboard company and its plans for year {2000 + i}."

@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from devsupport.factories import TEMPLATES, classified_event
 from services.router.service import RouterService
 from shared.bus import MemoryBus, Record
 from shared.bus.codec import encode
 from shared.events import MentionRouted
 from shared.routing import RuleSet
 from shared.settings import BusKind, Settings
-from tests.support.factories import TEMPLATES, classified_event
 
 NOW = datetime(2026, 11, 26, 10, 30, 15, 123456, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""The compiled evaluator against the straightforward loop (tests/support/routing_reference.py), on
+"""The compiled evaluator against the straightforward loop (devsupport/routing_reference.py), on
 thousands of random mentions and random rule sets: the same assignments, matched rules and tags, and a
 trace whose every rule the plain per-rule check confirms."""
 
@@ -12,6 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devsupport.routing_reference import reference_evaluate, rule_matches
 from shared.events import (
     Classification,
     Department,
@@ -24,7 +25,6 @@ from shared.events import (
 )
 from shared.routing import RuleError, RuleSet
 from shared.settings import DEPARTMENTS
-from tests.support.routing_reference import reference_evaluate, rule_matches
 
 TOPICS = ["bug", "outage", "security", "how_to", "praise", "press", "crisis", "pricing"]
 LANGUAGES = ["en", "de", "fr", "und"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from devsupport.kafka import read_topics
 from shared.bus.base import Record
 from shared.bus.codec import decode
 from shared.db import SourceRow, create_engine, session_factory
 from shared.events import MentionIngested
 from shared.settings import Settings
 from shared.sources import SourceSpec, add_source
-from tests.support.kafka import read_topics
 
 
 async def register(settings: Settings, spec: SourceSpec) -> str:

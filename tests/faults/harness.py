@@ -30,13 +30,13 @@ from sqlalchemy.engine import make_url
 
 from bench.generate import generate
 from bench.infra import delete_topics
+from devsupport.kafka import end_offsets_total, read_topics
+from devsupport.processes import ServiceProcesses, free_port
 from shared.bus.base import OutMessage
 from shared.classify import RuleEngine, Taxonomy
 from shared.events import Mention, MentionIngested
 from shared.routing import RuleSet
 from shared.settings import DEPARTMENTS, REPO_ROOT, BusKind, Settings
-from tests.support.kafka import end_offsets_total, read_topics
-from tests.support.processes import ServiceProcesses, free_port
 
 PARTITIONS = 4
 # What asyncpg raises while the server is stopped, shutting down or restarting, or the connection was cut.

@@ -99,7 +99,7 @@ class SecureKafka:
         return self.settings(ADMIN)
 
     def security(self, user: str = ADMIN) -> dict[str, Any]:
-        """aiokafka keyword arguments for a client logged in as `user` (tests/support/kafka.py takes them)."""
+        """aiokafka keyword arguments for a client logged in as `user` (devsupport/kafka.py takes them)."""
         return client_options(self.settings(user))
 
     async def grant(self, bindings: list[kafkaacl.Binding]) -> None:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.processes import free_port
+from devsupport.processes import free_port
 
 LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
 

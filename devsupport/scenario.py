@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from devsupport.factories import Entry, atom, make_entries, rss
+from devsupport.feedserver import FeedServer
 from shared.events import mention_id
-from tests.support.factories import Entry, atom, make_entries, rss
-from tests.support.feedserver import FeedServer
 
 
 @dataclass
