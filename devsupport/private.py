@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from devsupport.processes import free_port
+from shared.settings import REPO_ROOT
 
-LOCAL = Path(__file__).resolve().parents[2] / "deploy" / "local"
+LOCAL = REPO_ROOT / "deploy" / "local"
 
 
 def _state_dir(kind: str) -> Path:

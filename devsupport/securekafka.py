@@ -23,9 +23,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from shared import kafkaacl, kafkausers
 from shared.kafkaauth import KafkaAuthenticationFailed, authenticate, client_options
-from shared.settings import BusKind, KafkaSecurityProtocol, Settings
+from shared.settings import REPO_ROOT, BusKind, KafkaSecurityProtocol, Settings
 
-SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka.sh"
+SCRIPT = REPO_ROOT / "deploy" / "local" / "kafka.sh"
 ADMIN = "admin"
 
 

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from devsupport.apiclient import api_client
 from devsupport.factories import TEMPLATES, classified_event
 from devsupport.processes import free_port
-from services.api.app import create_app
 from services.router.service import RouterService
 from shared.bus import MemoryBus
 from shared.bus.base import Record
@@ -44,11 +44,8 @@ async def api(pg_url: str) -> AsyncIterator[httpx.AsyncClient]:
     ]
     for i in range(0, N, 10):
         await router.handle(records[i : i + 10])
-    app = create_app(settings, engine=engine)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    async with api_client(settings, engine=engine) as client:
+        yield client
     await engine.dispose()
 
 
@@ -142,12 +139,7 @@ async def test_readyz_is_503_when_the_database_is_unreachable() -> None:
     # A port where nothing listens: the API must answer, and say it is not ready.
     url = "postgresql+asyncpg://mr:mr@127.0.0.1:9/nothing"
     settings = Settings().model_copy(update={"database_url": url})
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
-    ):
+    async with api_client(settings) as client:
         ready = await client.get("/readyz")
         assert (await client.get("/healthz")).status_code == 200
     assert ready.status_code == 503
@@ -159,12 +151,7 @@ async def test_readyz_is_503_when_the_broker_is_unreachable(pg_url: str) -> None
     settings = Settings().model_copy(
         update={"database_url": pg_url, "bus": BusKind.KAFKA, "kafka_bootstrap_servers": f"127.0.0.1:{port}"}
     )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
-    ):
+    async with api_client(settings) as client:
         ready = await client.get("/readyz")
         reads = await client.get("/v1/queues")
     assert ready.status_code == 503

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from devsupport.apiclient import api_client
 from devsupport.sources import read_raw
-from services.api.app import create_app
 from shared.db import SourceRow, create_engine, session_factory
 from shared.events import MentionKind
 from shared.settings import Settings
@@ -27,12 +27,7 @@ async def settings(kafka: KafkaEnv, pg_url: str) -> Settings:
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as c,
-    ):
+    async with api_client(settings) as c:
         yield c
 
 
@@ -108,12 +103,7 @@ async def test_push_answers_503_when_the_broker_is_away(pg_url: str) -> None:
     settings = Settings().model_copy(
         update={"database_url": pg_url, "kafka_bootstrap_servers": "127.0.0.1:9"}
     )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as c,
-    ):
+    async with api_client(settings) as c:
         response = await c.post("/v1/mentions", json=_post(0))
         reads = await c.get("/v1/mentions")
     assert response.status_code == 503

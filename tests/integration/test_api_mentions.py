@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from devsupport.apiclient import api_client
 from devsupport.factories import TEMPLATES, classified_event
-from services.api.app import create_app
 from services.api.schemas import MentionPage
 from services.router.service import RouterService
 from shared.bus import MemoryBus, Record
@@ -50,12 +50,7 @@ async def api(
         e = classified_event(i)
         m = encode(topic="t", key=e.mention.id, event=e, source="/t")
         await router.handle([Record(topic="t", partition=0, offset=i, key=m.key, value=m.value)])
-    app = create_app(settings, engine=engine)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://a") as c,
-    ):
+    async with api_client(settings, engine=engine, base_url="http://a") as c:
         yield c
     await engine.dispose()
 

@@ -20,9 +20,9 @@ import yaml
 from sqlalchemy import select
 
 from bench.infra import create_database, drop_database
+from devsupport.apiclient import api_client
 from devsupport.factories import TEMPLATES, classified_event
 from devsupport.processes import free_port
-from services.api.app import create_app
 from services.router.service import RouterService
 from shared.apikeys import create_key
 from shared.bus import MemoryBus, Record
@@ -143,12 +143,7 @@ async def env(postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
         "pr_assignment": aid["pr"],
         "support_alert": support_alert,
     }
-    app = create_app(settings, engine=engine, bus=MemoryBus())
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as c,
-    ):
+    async with api_client(settings, engine=engine, bus=MemoryBus()) as c:
         ids["hook_url"] = f"http://127.0.0.1:{free_port()}/hook"
         for name in ("support_webhook", "support_webhook_2"):
             made = await c.post(
@@ -158,7 +153,7 @@ async def env(postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
             )
             assert made.status_code == 201, made.text
             ids[name] = made.json()["id"]
-        yield Env(c, keys, ids, settings, app)
+        yield Env(c, keys, ids, settings, c.app)
     await engine.dispose()
     await drop_database(postgres_server_url, database)
 
@@ -471,12 +466,7 @@ async def test_keys_are_stored_hashed_shown_once_and_revocable(
 async def test_cors_is_off_by_default_and_follows_the_setting(pg_url: str) -> None:
     async def preflight(origins: list[str]) -> httpx.Response:
         settings = Settings().model_copy(update={"database_url": pg_url, "api_cors_origins": origins})
-        app = create_app(settings)
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://a") as c,
-        ):
+        async with api_client(settings, base_url="http://a") as c:
             return await c.options(
                 "/v1/mentions",
                 headers={"Origin": "https://tools.example.com", "Access-Control-Request-Method": "GET"},
@@ -703,15 +693,12 @@ async def test_a_revocation_reaches_other_api_processes_within_the_key_cache(pg_
         made = await create_key(session, name="desk", scopes=["read:support"], created_by="test")
         await session.commit()
     await engine.dispose()
-    one, two = create_app(settings), create_app(settings)
     async with (
-        one.router.lifespan_context(one),
-        two.router.lifespan_context(two),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=one), base_url="http://one") as a,
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=two), base_url="http://two") as b,
+        api_client(settings, base_url="http://one") as a,
+        api_client(settings, base_url="http://two") as b,
     ):
         clock = [1000.0]
-        two.state.guard.clock = lambda: clock[0]
+        b.app.state.guard.clock = lambda: clock[0]
         desk = {"Authorization": f"Bearer {made.key}"}
         assert (await a.get("/v1/queues", headers=desk)).status_code == 200
         assert (await b.get("/v1/queues", headers=desk)).status_code == 200
@@ -745,11 +732,7 @@ async def test_a_cached_key_is_not_trusted_past_its_expiry(pg_url: str) -> None:
         )
         await session.commit()
     await engine.dispose()
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-    ):
+    async with api_client(settings, base_url="http://a") as c:
         headers = {"Authorization": f"Bearer {made.key}"}
         assert (await c.get("/v1/queues", headers=headers)).status_code == 200
         assert made.row.expires_at is not None

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from devsupport.apiclient import api_client
 from devsupport.factories import TEMPLATES, _engine
-from services.api.app import create_app
 from services.router.service import RouterService
 from shared.apikeys import create_key
 from shared.bus import MemoryBus, Record
@@ -84,11 +84,7 @@ async def env(request: pytest.FixtureRequest, pg_url: str, sqlite_url: str) -> A
         for name, scopes in {"admin": ["admin"], "support": ["write:support"], "pr": ["read:pr"]}.items():
             keys[name] = (await create_key(session, name=name, scopes=scopes, created_by="test")).key
         await session.commit()
-    app = create_app(settings, engine=engine)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as client,
-    ):
+    async with api_client(settings, engine=engine, base_url="http://a") as client:
         yield Env(client, keys)
     await engine.dispose()
 

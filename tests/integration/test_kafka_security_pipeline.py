@@ -12,18 +12,17 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
+from devsupport.apiclient import api_client
 from devsupport.factories import make_entries, rss
 from devsupport.feedserver import FeedServer
 from devsupport.kafka import end_offsets_total
 from devsupport.scenario import wait_for
 from devsupport.securekafka import SecureKafka
 from devsupport.sources import register
-from services.api.app import create_app
 from services.classifier.bootstrap import build as build_classifier
 from services.ingest.bootstrap import build as build_ingest
 from services.router.bootstrap import build as build_router
@@ -112,11 +111,7 @@ async def _department_reads(settings: Settings, department: str, *, want: int) -
 
 
 async def _push(settings: Settings) -> None:
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
-    ):
+    async with api_client(settings) as api:
         response = await api.post("/v1/mentions", json=[_pushed(i) for i in range(PUSHED)])
         assert response.status_code == 202, response.text
 

@@ -23,12 +23,12 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import make_url, select, update
 
+from devsupport.apiclient import api_client
 from devsupport.factories import classified_event, make_entries, rss
 from devsupport.feedserver import FeedServer
 from devsupport.kafka import partitions
 from devsupport.scenario import wait_for
 from devsupport.tcpproxy import TcpProxy
-from services.api.app import create_app
 from services.api.metrics import QueueGauges
 from services.ingest.service import IngestService
 from services.router.service import RouterService
@@ -289,34 +289,31 @@ async def test_api_metrics_report_queues_and_sla_breaches(pg_url: str) -> None:
                 .where(AssignmentRow.id == responded)
                 .values(status="responded", first_response_at=utcnow())
             )
-        app = create_app(settings, engine=engine)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with (
-                httpx.AsyncClient(transport=transport, base_url="http://api") as api,
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as scraper,
-            ):
-                # Not on the API's port, and only /metrics on the metrics port.
-                assert (await api.get("/metrics")).status_code == 404
-                assert (await scraper.get("/healthz")).status_code == 404
-                samples: Samples = {}
+        async with (
+            api_client(settings, engine=engine) as api,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as scraper,
+        ):
+            # Not on the API's port, and only /metrics on the metrics port.
+            assert (await api.get("/metrics")).status_code == 404
+            assert (await scraper.get("/healthz")).status_code == 404
+            samples: Samples = {}
 
-                async def computed() -> bool:
-                    nonlocal samples
-                    response = await scraper.get("/metrics")
-                    assert response.status_code == 200
-                    assert response.headers["content-type"].startswith("text/plain")
-                    samples = parse(response.text)
-                    return value(samples, "mr_business_metrics_updated_timestamp_seconds") > 0
+            async def computed() -> bool:
+                nonlocal samples
+                response = await scraper.get("/metrics")
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/plain")
+                samples = parse(response.text)
+                return value(samples, "mr_business_metrics_updated_timestamp_seconds") > 0
 
-                await wait_for(computed, within=30, what="the queue gauges computed in the background")
-                queues = (await api.get("/v1/queues")).json()["departments"]
-                async with session_factory(engine)() as session:
-                    late_departments = (
-                        await session.scalars(
-                            select(AssignmentRow.department).where(AssignmentRow.id.in_(late[:2]))
-                        )
-                    ).all()
+            await wait_for(computed, within=30, what="the queue gauges computed in the background")
+            queues = (await api.get("/v1/queues")).json()["departments"]
+            async with session_factory(engine)() as session:
+                late_departments = (
+                    await session.scalars(
+                        select(AssignmentRow.department).where(AssignmentRow.id.in_(late[:2]))
+                    )
+                ).all()
         for q in queues:
             for status, n in q["by_status"].items():
                 assert value(samples, "mr_queue_assignments", department=q["department"], status=status) == n
@@ -329,7 +326,7 @@ async def test_api_metrics_report_queues_and_sla_breaches(pg_url: str) -> None:
             assert got == next(q["overdue"] for q in queues if q["department"] == department)
         # The process's pipeline metrics are served alongside (the router above ran in this process).
         assert any(name == "mr_messages_in_total" for name, _ in samples)
-        assert "/metrics" not in (await _openapi_paths(app))
+        assert "/metrics" not in (await _openapi_paths(api.app))
     finally:
         await engine.dispose()
 

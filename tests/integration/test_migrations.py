@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import JSON, Connection, column, insert, select, table, text
 
+from devsupport.apiclient import api_client
 from services.router.service import RouterService
 from shared.db import (
     ActivityRow,
@@ -175,9 +176,7 @@ async def _records_before_the_keys(url: str) -> str:
 
 
 async def _read_them_through_the_api(url: str, mention_id: str) -> None:
-    import httpx
 
-    from services.api.app import create_app
     from shared.apikeys import create_key
     from shared.db import session_factory
     from shared.settings import BusKind, Settings
@@ -192,12 +191,8 @@ async def _read_them_through_the_api(url: str, mention_id: str) -> None:
     settings = Settings().model_copy(
         update={"database_url": url, "bus": BusKind.MEMORY, "api_auth": True, "metrics_port": 0}
     )
-    app = create_app(settings, engine=engine)
     try:
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a") as c,
-        ):
+        async with api_client(settings, engine=engine, base_url="http://a") as c:
 
             async def get(key: str, path: str) -> Any:
                 response = await c.get(path, headers={"Authorization": f"Bearer {key}"})

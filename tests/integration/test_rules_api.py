@@ -14,9 +14,9 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 
+from devsupport.apiclient import api_client
 from devsupport.factories import TEMPLATES, classified_event
 from devsupport.scenario import wait_for
-from services.api.app import create_app
 from services.router.bootstrap import build
 from shared.bus import MemoryBus, Record
 from shared.bus.codec import encode
@@ -58,13 +58,8 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     await router.handle(
         [Record(topic="t", partition=0, offset=n, key=m.key, value=m.value) for n, m in enumerate(messages)]
     )
-    app = create_app(settings, engine=engine)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://api", headers={"X-Actor": "ops-kim"}
-        ) as c:
-            yield c
+    async with api_client(settings, engine=engine, headers={"X-Actor": "ops-kim"}) as c:
+        yield c
     await engine.dispose()
 
 
@@ -261,13 +256,9 @@ async def test_running_routers_switch_to_an_activated_version_without_restart(
     stop = asyncio.Event()
     routers = [build(settings, bus=bus, engine=engine) for _ in range(2)]
     tasks = [asyncio.create_task(r.run(stop)) for r in routers]
-    app = create_app(settings, engine=engine, bus=bus)
     try:
         await wait_for(lambda: _all_at(routers, 1), within=30, what="both routers on version 1")
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
-        ):
+        async with api_client(settings, engine=engine, bus=bus) as api:
             body = with_rule_first(
                 default_rules(settings),
                 {

@@ -25,10 +25,10 @@ import httpcore
 import httpx
 import pytest
 
+from devsupport.apiclient import api_client
 from devsupport.factories import make_entries, rss
 from devsupport.feedserver import FeedServer
 from devsupport.sources import read_raw, register, sources_by_id
-from services.api.app import create_app
 from services.ingest.service import IngestService
 from shared import netguard
 from shared.apikeys import create_key
@@ -186,12 +186,9 @@ async def api_of(settings: Settings) -> AsyncIterator[Api]:
     async with session_factory(engine)() as session:
         key = (await create_key(session, name="ssrf", scopes=["admin"], created_by="test")).key
         await session.commit()
-    app = create_app(settings, engine=engine)
     try:
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                yield Api(client, {"Authorization": f"Bearer {key}"})
+        async with api_client(settings, engine=engine) as client:
+            yield Api(client, {"Authorization": f"Bearer {key}"})
     finally:
         await engine.dispose()
 

@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devsupport.apiclient import api_client
 from devsupport.factories import TEMPLATES, classified_event
 from devsupport.kafka import read_topics
-from services.api.app import create_app
 from services.router.service import RouterService
 from shared.apikeys import create_key
 from shared.bus import Bus, MemoryBus, Record
@@ -109,12 +109,7 @@ async def _world(settings: Settings, bus: Bus, clock: Clock) -> AsyncIterator[Wo
         rules=RuleSet.from_file(settings.routing_file),
         clock=clock,
     )
-    app = create_app(settings, engine=engine, bus=bus)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as api,
-    ):
+    async with api_client(settings, engine=engine, bus=bus) as api:
         yield World(settings, engine, router, clock, api, keys)
     await engine.dispose()
 

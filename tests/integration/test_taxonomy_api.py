@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from services.api.app import create_app
+from devsupport.apiclient import api_client
 from services.router.bootstrap import build
 from shared.bus import MemoryBus
 from shared.classify.reload import TaxonomyFile
@@ -31,12 +31,7 @@ async def setup(pg_url: str, tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncC
     )
     engine = create_engine(pg_url)
     await build(settings, bus=MemoryBus(), engine=engine).load_rules()  # the active rules name topics
-    app = create_app(settings, engine=engine)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://a") as c,
-    ):
+    async with api_client(settings, engine=engine, base_url="http://a") as c:
         yield c, settings
     await engine.dispose()
 
@@ -99,11 +94,6 @@ async def test_a_file_that_cannot_be_written_answers_409(pg_url: str) -> None:
         }
     )
     topics = yaml.safe_load(Settings().taxonomy_file.read_text(encoding="utf-8"))["topics"]
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://a") as api,
-    ):
+    async with api_client(settings, base_url="http://a") as api:
         r = await api.put("/v1/taxonomy", json={"version": 3, "topics": topics})
     assert r.status_code == 409 and "cannot be written" in r.json()["detail"], r.text

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from devsupport.apiclient import api_client
 from devsupport.factories import TEMPLATES, classified_event
 from devsupport.kafka import group_lag
 from devsupport.processes import free_port
 from devsupport.scenario import wait_for
 from devsupport.webhook_receiver import WebhookReceiver, webhook_receiver
-from services.api.app import create_app
 from services.api.webhook_worker.signing import verify
 from services.router.service import RouterService
 from shared.apikeys import create_key
@@ -152,13 +152,12 @@ async def _env(settings: Settings, bus: Bus, lag: Callable[[], Awaitable[int]]) 
     )
     # Kafka: the app makes its own bus (the worker's consumer group and producer), as `python -m services.api`
     # does; memory: it shares the test's, as the embedded runner does.
-    app = create_app(settings, engine=engine, bus=bus if settings.bus is BusKind.MEMORY else None)
     try:
         with webhook_receiver() as receiver:
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-                    yield Env(client, settings, bus, router, receiver, keys, lag)
+            async with api_client(
+                settings, engine=engine, bus=bus if settings.bus is BusKind.MEMORY else None
+            ) as client:
+                yield Env(client, settings, bus, router, receiver, keys, lag)
     finally:
         await engine.dispose()
 

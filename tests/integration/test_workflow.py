@@ -13,9 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from devsupport.apiclient import api_client
 from devsupport.factories import TEMPLATES, classified_event
 from devsupport.kafka import read_topics
-from services.api.app import create_app
 from services.router.service import RouterService
 from shared.apikeys import Actor
 from shared.bus import Record
@@ -96,12 +96,7 @@ async def world(kafka: KafkaEnv, pg_url: str) -> AsyncIterator[World]:
         rules=RuleSet.from_file(settings.routing_file),
         clock=clock,
     )
-    app = create_app(settings, engine=engine, bus=bus)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as api,
-    ):
+    async with api_client(settings, engine=engine, bus=bus) as api:
         yield World(settings, router, api, clock, bus, engine)
     await bus.stop()
     await engine.dispose()

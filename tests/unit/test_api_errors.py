@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from devsupport.apiclient import api_client
 from devsupport.processes import free_port
-from services.api.app import create_app
 from shared.settings import BusKind, Settings
 
 
@@ -26,11 +26,8 @@ async def api() -> AsyncIterator[httpx.AsyncClient]:
             "ingest_allowed_networks": "127.0.0.1",
         }
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            yield client
+    async with api_client(settings) as client:
+        yield client
 
 
 def _assert_problem_503(response: httpx.Response) -> None:
