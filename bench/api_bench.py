@@ -16,8 +16,8 @@
 4. The API's peak RSS (VmHWM and sampled VmRSS), its CPU and its database backends' CPU per phase.
 5. EXPLAIN (ANALYZE, BUFFERS) of the SQL the API sends for a list (newest first, with and without a
    department, a status, a topic and a full-text filter, a deep page), for the queue statistics and for a
-   detail: the route functions of services/api/mentions.py are called in this process on an engine that
-   records every statement with its parameters, and each statement is explained as recorded.
+   detail: the route functions of services/api/mentions.py and queues.py are called in this process on an
+   engine that records every statement with its parameters, and each statement is explained as recorded.
 
 Targets (issue 6): at 200 requests/s, list p99 < 50 ms, queue statistics p99 < 100 ms, detail p99 < 20 ms;
 API RSS < 250 MB. Results: bench/results/api-<timestamp>.json, a table on stdout.

@@ -33,13 +33,16 @@ async def plans(db_url: str, catalog: Catalog) -> dict[str, Any]:
 
 def _cases(catalog: Catalog) -> list[tuple[str, Any, _Call]]:
     """(name, principal, call) of every request explained: lists, queue statistics and a detail."""
-    from services.api.mentions import Filters, Sort, _encode_cursor, get_mention, list_mentions, queues
+    from services.api.mention_filters import Filters, Sort
+    from services.api.mentions import get_mention, list_mentions
+    from services.api.queries.mentions import encode_cursor
+    from services.api.queues import queues
     from shared.apikeys import Principal
 
     admin = Principal(key_id=None, name="bench", scopes=frozenset({"admin"}))
     scoped = Principal(key_id=None, name="bench-scoped", scopes=frozenset({f"write:{SCOPED_DEPARTMENT}"}))
     routed_at, mention_id = catalog.deep[len(catalog.deep) // 2]
-    deep = _encode_cursor(Sort.ROUTED_DESC, routed_at, mention_id)
+    deep = encode_cursor(Sort.ROUTED_DESC, routed_at, mention_id)
     cases: list[tuple[str, Any, _Call]] = []
 
     def listing(name: str, principal: Principal, params: dict[str, Any], cursor: str | None = None) -> None:

@@ -65,7 +65,8 @@ class Catalog:
 
 def workload(n: int, catalog: Catalog, *, classes: dict[str, float], seed: int) -> list[Request]:
     """`n` requests drawn from the mix `classes`, deterministic for the seed."""
-    from services.api.mentions import Sort, _encode_cursor
+    from services.api.mention_filters import Sort
+    from services.api.queries.mentions import encode_cursor
 
     rng = random.Random(seed)
     lists = [t for t in LIST_TEMPLATES]
@@ -87,7 +88,7 @@ def workload(n: int, catalog: Catalog, *, classes: dict[str, float], seed: int) 
                 query["cursor"] = rng.choice(catalog.cursors[name])
             elif page == "deep" and catalog.deep:
                 routed_at, mention_id = rng.choice(catalog.deep)
-                query["cursor"] = _encode_cursor(Sort.ROUTED_DESC, routed_at, mention_id)
+                query["cursor"] = encode_cursor(Sort.ROUTED_DESC, routed_at, mention_id)
             else:
                 page = "first"
             out.append(Request("list", f"list:{page}", name, key, "/v1/mentions", tuple(query.items())))

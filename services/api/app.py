@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -15,8 +15,9 @@ from services.api import problems
 from services.api.assignments import assignments_api
 from services.api.auth import Guard, register_bootstrap_key
 from services.api.contracts import contracts
-from services.api.desk import install_desk
+from services.api.corrections import corrections_api
 from services.api.deps import BusHolder
+from services.api.desk import install_desk
 from services.api.errors import install_problem_handlers
 from services.api.inputs import refuse_unstorable
 from services.api.keys import keys_api
@@ -25,6 +26,7 @@ from services.api.mentions import mentions_api
 from services.api.methods import AllowedMethods
 from services.api.metrics import api_metrics
 from services.api.push import push
+from services.api.queues import queues_api
 from services.api.routes import router, v1
 from services.api.rules import rules_api
 from services.api.sources import sources
@@ -47,6 +49,29 @@ This API serves the departments' tools: their queues, the mentions routed to the
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bus | None = None) -> FastAPI:
     """The FastAPI app. With `engine` or `bus` the caller owns (and has started) them; otherwise the
     app's lifespan creates them, the bus on the first push so that reads work while the broker is away."""
+    app = FastAPI(
+        title="Mention Router",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings, engine, bus),
+        # Text PostgreSQL cannot store (NUL, lone surrogates) anywhere in a request: 422 on every route.
+        dependencies=[Depends(refuse_unstorable)],
+    )
+    problems.install(app)
+    install_problem_handlers(app)  # database outages: 503 (after the catch-all, so they take precedence)
+    _add_middleware(app, settings)
+    _include_routes(app)
+    install_desk(app)  # the web page at /desk/ (and / redirects there)
+    # No /metrics here: it is served on the metrics port only (services/api/metrics.py).
+    _document_problems(app)
+    return app
+
+
+def _lifespan(
+    settings: Settings, engine: AsyncEngine | None, bus: Bus | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """What the app starts and stops: the database engine and the bus unless the caller owns them, the
+    bootstrap key, the metrics and the webhook worker."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,16 +98,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
             if own:
                 await db.dispose()
 
-    app = FastAPI(
-        title="Mention Router",
-        version="0.1.0",
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        # Text PostgreSQL cannot store (NUL, lone surrogates) anywhere in a request: 422 on every route.
-        dependencies=[Depends(refuse_unstorable)],
-    )
-    problems.install(app)
-    install_problem_handlers(app)  # database outages: 503 (after the catch-all, so they take precedence)
+    return lifespan
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(AllowedMethods)  # OPTIONS and 405 with every method of the path
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     if settings.api_cors_origins:
@@ -100,23 +119,35 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
             ],
             expose_headers=["ETag", "Retry-After", "Location"],
         )
-    app.include_router(router)
-    app.include_router(v1)
-    app.include_router(mentions_api)
-    app.include_router(sources)
-    app.include_router(push)
-    app.include_router(assignments_api)
-    app.include_router(rules_api)
-    app.include_router(stats_api)
-    app.include_router(contracts)
-    app.include_router(keys_api)
-    app.include_router(taxonomy_api)
-    app.include_router(stream_api)
-    app.include_router(webhooks_api)
-    app.include_router(whoami_api)
-    app.include_router(threads_api)
-    install_desk(app)  # the web page at /desk/ (and / redirects there)
-    # No /metrics here: it is served on the metrics port only (services/api/metrics.py).
+
+
+def _include_routes(app: FastAPI) -> None:
+    """Every router, in the order of the OpenAPI document (and of matching: a fixed path before a
+    parameter, as mentions.py does for the export)."""
+    for routes in (
+        router,
+        v1,
+        mentions_api,
+        corrections_api,
+        queues_api,
+        sources,
+        push,
+        assignments_api,
+        rules_api,
+        stats_api,
+        contracts,
+        keys_api,
+        taxonomy_api,
+        stream_api,
+        webhooks_api,
+        whoami_api,
+        threads_api,
+    ):
+        app.include_router(routes)
+
+
+def _document_problems(app: FastAPI) -> None:
+    """The OpenAPI document with the problem+json answers every route may give (problems.py)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -131,4 +162,3 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None, bus: Bu
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app

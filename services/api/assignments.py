@@ -13,16 +13,17 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Response, status
 from fastapi import Path as PathParam
 from pydantic import AnyHttpUrl, BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import PrincipalDep, check_write
 from services.api.deps import ActorDep, SessionDep, SettingsDep
 from services.api.inputs import LAX, RequestModel
 from services.api.problems import workflow_problem
-from services.api.schemas import ActingKey, AssignmentPublic, acting_key
+from services.api.queries import assignments as queries
+from services.api.queries import mentions as mention_queries
+from services.api.schemas import ActingKey, AssignmentPublic, RowModel, from_row, overdue
 from shared.apikeys import Principal
-from shared.db import ActivityRow, AssignmentRow, MentionRow, ReplyRow
+from shared.db import AssignmentRow, MentionRow
 from shared.events import Department, utcnow
 from shared.workflow import (
     Action,
@@ -83,7 +84,7 @@ class NoteBody(RequestModel):
     text: str = Field(min_length=1, max_length=20_000)
 
 
-class ActivityPublic(BaseModel):
+class ActivityPublic(RowModel):
     id: int
     assignment_id: int | None
     department: str
@@ -102,7 +103,7 @@ class ActivityLog(BaseModel):
     items: list[ActivityPublic]
 
 
-class ReplyPublic(BaseModel):
+class ReplyPublic(RowModel):
     id: int
     assignment_id: int
     department: str
@@ -126,11 +127,7 @@ class Reassignment(BaseModel):
 async def scoped(session: AsyncSession, principal: Principal, assignment_id: int, *, write: bool) -> str:
     """The assignment's department, if the caller may see it (else 404: it does not exist for them), and
     may change it when `write` (else 403). An assignment's department never changes."""
-    department = await session.scalar(
-        select(AssignmentRow.department).where(
-            AssignmentRow.id == assignment_id, AssignmentRow.department.in_(sorted(principal.readable))
-        )
-    )
+    department = await queries.department_of(session, assignment_id, sorted(principal.readable))
     if department is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"assignment {assignment_id} not found")
     if write:
@@ -155,30 +152,15 @@ def expected_version(assignment_id: int, if_match: str | None) -> int | None:
     return int(version)
 
 
-def assignment_public(a: AssignmentRow, now: datetime | None = None) -> AssignmentPublic:
-    now = now or utcnow()
-    return AssignmentPublic(
-        id=a.id,
-        department=a.department,
-        priority=a.priority,
-        status=a.status,
-        sla_due_at=a.sla_due_at,
-        sla_minutes=a.sla_minutes,
-        overdue=a.first_response_at is None
-        and a.status in ("new", "acknowledged", "reopened")
-        and a.sla_due_at < now,
-        escalation_level=a.escalation_level,
-        assignee=a.assignee,
-        rules=list(a.rules),
-        tags=list(a.tags),
-        created_at=a.created_at,
-        updated_at=a.updated_at,
-        acknowledged_at=a.acknowledged_at,
-        first_response_at=a.first_response_at,
-        resolved_at=a.resolved_at,
-        closed_at=a.closed_at,
-        reassigned_to=a.reassigned_to,
-        version=a.version,
+def assignment_public(a: AssignmentRow) -> AssignmentPublic:
+    """The assignment as the API shows it: the row's columns and `overdue`, which the row does not hold
+    (it depends on the time of the request)."""
+    return from_row(AssignmentPublic, a, overdue=_overdue(a))
+
+
+def _overdue(a: AssignmentRow) -> bool:
+    return overdue(
+        status=a.status, first_response_at=a.first_response_at, sla_due_at=a.sla_due_at, now=utcnow()
     )
 
 
@@ -204,15 +186,10 @@ async def get_assignment(
     row = await session.get(AssignmentRow, assignment_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"assignment {assignment_id} not found")
-    replies = await session.scalars(
-        select(ReplyRow).where(ReplyRow.assignment_id == assignment_id).order_by(ReplyRow.id)
-    )
+    replies = await queries.replies_to(session, assignment_id)
     response.headers["ETag"] = etag(row)
-    return AssignmentDetail(
-        **assignment_public(row).model_dump(),
-        mention_id=row.mention_id,
-        replies=[reply_public(r) for r in replies],
-    )
+    replied = [ReplyPublic.model_validate(r) for r in replies]
+    return from_row(AssignmentDetail, row, overdue=_overdue(row), replies=replied)
 
 
 def _transition_route(action: Action, summary: str) -> None:
@@ -390,35 +367,7 @@ async def note(
         await session.commit()
     except WorkflowError as exc:
         raise workflow_problem(exc) from exc
-    return activity_public(row)
-
-
-def reply_public(r: ReplyRow) -> ReplyPublic:
-    return ReplyPublic(
-        id=r.id,
-        assignment_id=r.assignment_id,
-        department=r.department,
-        text=r.text,
-        url=r.url,
-        channel=r.channel,
-        author=r.author,
-        created_at=r.created_at,
-    )
-
-
-def activity_public(r: ActivityRow) -> ActivityPublic:
-    return ActivityPublic(
-        id=r.id,
-        assignment_id=r.assignment_id,
-        department=r.department,
-        action=r.action,
-        actor=r.actor,
-        actor_key=acting_key(r.actor_key_id, r.actor_key_name),
-        from_status=r.from_status,
-        to_status=r.to_status,
-        detail=dict(r.detail),
-        at=r.at,
-    )
+    return ActivityPublic.model_validate(row)
 
 
 @assignments_api.get(
@@ -430,16 +379,8 @@ def activity_public(r: ActivityRow) -> ActivityPublic:
 async def activity(session: SessionDep, principal: PrincipalDep, mention_id: str) -> ActivityLog:
     """Everything that happened to the mention's assignments in the caller's departments, oldest first."""
     readable = sorted(principal.readable)
-    visible = await session.scalar(
-        select(AssignmentRow.id)
-        .where(AssignmentRow.mention_id == mention_id, AssignmentRow.department.in_(readable))
-        .limit(1)
-    )
-    if visible is None and not (principal.is_admin and await session.get(MentionRow, mention_id) is not None):
+    visible = await queries.assigned_in(session, mention_id, readable)
+    if not visible and not (principal.is_admin and await session.get(MentionRow, mention_id) is not None):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"mention {mention_id!r} not found")
-    rows = await session.scalars(
-        select(ActivityRow)
-        .where(ActivityRow.mention_id == mention_id, ActivityRow.department.in_(readable))
-        .order_by(ActivityRow.id)
-    )
-    return ActivityLog(items=[activity_public(r) for r in rows])
+    rows = await mention_queries.activity_of(session, mention_id, readable)
+    return ActivityLog(items=[ActivityPublic.model_validate(r) for r in rows])

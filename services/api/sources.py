@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response, status
-from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from services.api.auth import AdminDep, PrincipalDep
 from services.api.deps import SessionDep, SettingsDep
+from services.api.queries import sources as queries
 from services.api.schemas import SourceCreate, SourceList, SourcePublic, SourceUpdate
 from shared.db import SourceRow
 from shared.errors import ConfigError
@@ -17,31 +17,6 @@ from shared.settings import Settings
 from shared.sources import SourceSpec, add_source, check_filter
 
 sources = APIRouter(prefix="/v1/sources", tags=["sources"])
-
-
-def source_public(row: SourceRow) -> SourcePublic:
-    return SourcePublic(
-        id=row.id,
-        name=row.name,
-        url=row.url,
-        kind=row.kind,
-        enabled=row.enabled,
-        influence=row.influence,
-        poll_interval_seconds=row.poll_interval_s,
-        language=row.language,
-        created_at=row.created_at,
-        last_polled_at=row.last_polled_at,
-        last_success_at=row.last_success_at,
-        last_error=row.last_error,
-        consecutive_failures=row.consecutive_failures,
-        items_seen=row.items_seen,
-        filter=row.filter_query,
-        backfill=row.backfill,
-        parent_id=row.parent_id,
-        post_url=row.post_url,
-        next_poll_at=row.next_poll_at,
-        last_status=row.last_status,
-    )
 
 
 async def _checked(settings: Settings, url: str, query: str | None) -> None:
@@ -86,7 +61,7 @@ async def create_source(
         created = False
     if not created:
         raise HTTPException(status.HTTP_409_CONFLICT, f"a source with URL {spec.url} already exists")
-    return source_public(row)
+    return SourcePublic.model_validate(row)
 
 
 @sources.get("", response_model=SourceList)
@@ -95,11 +70,8 @@ async def list_sources(
 ) -> SourceList:
     """Every source with its health: last poll, last success, last error, failures, items seen.
     Per-post comment feeds that ingest discovered have a `parent_id`."""
-    query = select(SourceRow).order_by(SourceRow.created_at, SourceRow.id)
-    if not include_discovered:
-        query = query.where(SourceRow.parent_id.is_(None))
-    rows = await session.scalars(query)
-    return SourceList(items=[source_public(r) for r in rows])
+    rows = await queries.all_sources(session, include_discovered=include_discovered)
+    return SourceList(items=[SourcePublic.model_validate(r) for r in rows])
 
 
 async def _get(session: SessionDep, source_id: str) -> SourceRow:
@@ -111,7 +83,7 @@ async def _get(session: SessionDep, source_id: str) -> SourceRow:
 
 @sources.get("/{source_id}", response_model=SourcePublic, responses={404: {"description": "No such source"}})
 async def get_source(session: SessionDep, principal: PrincipalDep, source_id: str) -> SourcePublic:
-    return source_public(await _get(session, source_id))
+    return SourcePublic.model_validate(await _get(session, source_id))
 
 
 @sources.patch(
@@ -152,7 +124,7 @@ async def update_source(
         await session.commit()
     except IntegrityError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, "another source has this URL") from exc
-    return source_public(row)
+    return SourcePublic.model_validate(row)
 
 
 def _check_filter_only(query: str) -> None:
@@ -168,8 +140,6 @@ def _check_filter_only(query: str) -> None:
 async def delete_source(session: SessionDep, admin: AdminDep, source_id: str) -> Response:
     """Stop polling a source and forget it (and the comment feeds discovered from it). Its mentions stay."""
     await _get(session, source_id)
-    await session.execute(
-        delete(SourceRow).where(or_(SourceRow.id == source_id, SourceRow.parent_id == source_id))
-    )
+    await queries.delete_source(session, source_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -39,7 +39,7 @@ from devsupport.factories import classified_event
 from devsupport.processes import free_port
 from devsupport.tcpproxy import TcpProxy
 from services.api.app import create_app
-from services.api.mentions import EXPORT_PAGE_ROWS
+from services.api.exports import EXPORT_PAGE_ROWS
 from services.api.methods import AllowedMethods
 from services.router.service import RouterService
 from shared.bus import MemoryBus, Record
