@@ -11,9 +11,8 @@ from pydantic import BaseModel, Field
 from services.api.auth import AdminDep, Guard
 from services.api.deps import ActorDep, SessionDep
 from services.api.inputs import RequestModel, UtcDatetime
-from services.api.schemas import ActingKey, acting_key
+from services.api.schemas import ActingKey, RowModel, from_row
 from shared.apikeys import InvalidScope, create_key, list_keys, revoke
-from shared.db import ApiKeyRow
 from shared.settings import DEPARTMENTS
 
 keys_api = APIRouter(prefix="/v1/keys", tags=["keys"])
@@ -33,7 +32,7 @@ class KeyCreate(RequestModel):
     expires_at: UtcDatetime | None = None
 
 
-class KeyPublic(BaseModel):
+class KeyPublic(RowModel):
     id: str
     name: str
     scopes: list[str]
@@ -53,20 +52,6 @@ class KeyList(BaseModel):
     items: list[KeyPublic]
 
 
-def _public(row: ApiKeyRow) -> KeyPublic:
-    return KeyPublic(
-        id=row.id,
-        name=row.name,
-        scopes=list(row.scopes),
-        created_at=row.created_at,
-        created_by=row.created_by,
-        created_by_key=acting_key(row.created_by_key_id, row.created_by_key_name),
-        expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
-    )
-
-
 @keys_api.post("", response_model=KeyCreated, status_code=status.HTTP_201_CREATED)
 async def create(session: SessionDep, admin: AdminDep, actor: ActorDep, body: KeyCreate) -> KeyCreated:
     """Make a key. Its secret is in this answer only."""
@@ -77,12 +62,12 @@ async def create(session: SessionDep, admin: AdminDep, actor: ActorDep, body: Ke
     except InvalidScope as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     await session.commit()
-    return KeyCreated(**_public(made.row).model_dump(), key=made.key)
+    return from_row(KeyCreated, made.row, key=made.key)
 
 
 @keys_api.get("", response_model=KeyList)
 async def list_all(session: SessionDep, admin: AdminDep) -> KeyList:
-    return KeyList(items=[_public(r) for r in await list_keys(session)])
+    return KeyList(items=[KeyPublic.model_validate(r) for r in await list_keys(session)])
 
 
 @keys_api.delete(

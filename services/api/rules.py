@@ -10,15 +10,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from services.api.auth import AdminDep, PrincipalDep
 from services.api.deps import ActorDep, SessionDep, SettingsDep
 from services.api.inputs import LAX, RequestModel, strict_json
 from services.api.problems import ProblemException
-from services.api.schemas import ActingKey, acting_key
+from services.api.queries import assignments as assignment_queries
+from services.api.queries import rules as queries
+from services.api.schemas import ActingKey, RowModel, acting_key, from_row
 from shared.classify import RuleEngine, Taxonomy
-from shared.db import AssignmentRow, MentionRow, RuleAuditRow, RuleSetRow
+from shared.db import MentionRow, RuleSetRow
 from shared.errors import ConfigError
 from shared.events import Classification, Mention, MentionKind, utcnow
 from shared.mentionrows import mention_from_row
@@ -42,7 +43,7 @@ class RuleSetCreate(RequestModel):
     comment: str = Field(default="", max_length=2000)
 
 
-class RuleSetVersion(BaseModel):
+class RuleSetVersion(RowModel):
     version: int
     active: bool
     comment: str
@@ -67,7 +68,7 @@ class ActivationPublic(BaseModel):
     activated_at: datetime
 
 
-class AuditEntry(BaseModel):
+class AuditEntry(RowModel):
     action: str
     version: int
     previous_version: int | None
@@ -183,18 +184,9 @@ def _invalid(exc: ConfigError) -> ProblemException:
 
 
 def _version_public(row: RuleSetRow, *, body: bool) -> RuleSetVersion:
-    return RuleSetVersion(
-        version=row.version,
-        active=row.active,
-        comment=row.comment,
-        created_at=row.created_at,
-        created_by=row.created_by,
-        created_by_key=acting_key(row.created_by_key_id, row.created_by_key_name),
-        activated_at=row.activated_at,
-        activated_by=row.activated_by,
-        activated_by_key=acting_key(row.activated_by_key_id, row.activated_by_key_name),
-        rules=dict(row.body) if body else None,
-    )
+    """The version as the API shows it: the row's columns, and the rules (the row's `body`) only with
+    `body` (listings leave them out)."""
+    return from_row(RuleSetVersion, row, rules=dict(row.body) if body else None)
 
 
 async def _rule_set(
@@ -230,7 +222,7 @@ async def get_active(session: SessionDep, principal: PrincipalDep) -> RuleSetVer
 
 @rules_api.get("/versions", response_model=RuleSetVersions)
 async def list_versions(session: SessionDep, principal: PrincipalDep) -> RuleSetVersions:
-    rows = await session.scalars(select(RuleSetRow).order_by(RuleSetRow.version.desc()))
+    rows = await queries.versions(session)
     return RuleSetVersions(items=[_version_public(r, body=False) for r in rows])
 
 
@@ -299,20 +291,8 @@ async def audit(
     session: SessionDep, admin: AdminDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> AuditLog:
     """Who created and activated which version, newest first."""
-    rows = await session.scalars(select(RuleAuditRow).order_by(RuleAuditRow.id.desc()).limit(limit))
-    return AuditLog(
-        items=[
-            AuditEntry(
-                action=r.action,
-                version=r.version,
-                previous_version=r.previous_version,
-                actor=r.actor,
-                actor_key=acting_key(r.actor_key_id, r.actor_key_name),
-                at=r.at,
-            )
-            for r in rows
-        ]
-    )
+    rows = await queries.audit_log(session, limit)
+    return AuditLog(items=[AuditEntry.model_validate(r) for r in rows])
 
 
 def _outcome(decision: Decision) -> list[AssignmentOutcome]:
@@ -351,15 +331,8 @@ async def dry_run(
     if body.mention_id is not None:
         row = await session.get(MentionRow, body.mention_id)
         if row is not None and not principal.all_departments:
-            visible = await session.scalar(
-                select(AssignmentRow.id)
-                .where(
-                    AssignmentRow.mention_id == row.id,
-                    AssignmentRow.department.in_(sorted(principal.readable)),
-                )
-                .limit(1)
-            )
-            row = row if visible is not None else None
+            visible = await assignment_queries.assigned_in(session, row.id, sorted(principal.readable))
+            row = row if visible else None
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"mention {body.mention_id!r} not found")
         mention = mention_from_row(row)
@@ -408,12 +381,7 @@ async def replay(
     candidate, candidate_version = await _rule_set(session, settings, body=body.rules, version=body.version)
     active, active_version = await _rule_set(session, settings, body=None, version=None)
     limit = min(body.limit, settings.rules_replay_max)
-    rows = await session.scalars(
-        select(MentionRow)
-        .where(MentionRow.duplicate_of.is_(None))
-        .order_by(MentionRow.routed_at.desc(), MentionRow.id.desc())
-        .limit(limit)
-    )
+    rows = await queries.latest_mentions(session, limit)
     examined = changed = 0
     before_count: Counter[str] = Counter()
     after_count: Counter[str] = Counter()
@@ -492,13 +460,7 @@ async def accuracy(
     window (reassignments are recorded as routing corrections; the classifier's training uses them too)."""
     since = utcnow() - timedelta(hours=window_hours)
     readable = sorted(principal.readable)
-    rows = (
-        await session.execute(
-            select(AssignmentRow.department, AssignmentRow.status, AssignmentRow.rules).where(
-                AssignmentRow.created_at >= since, AssignmentRow.department.in_(readable)
-            )
-        )
-    ).all()
+    rows = await queries.assignments_since(session, since, readable)
     per_department: dict[str, Counter[str]] = {d: Counter() for d in readable}
     per_rule: dict[str, Counter[str]] = {}
     for department, state, rules in rows:

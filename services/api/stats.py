@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
 
 from services.api.auth import PrincipalDep, check_read
 from services.api.deps import ActorDep, SessionDep, SettingsDep
 from services.api.inputs import UtcDatetime
-from services.api.schemas import ActingKey, acting_key
-from shared.alerts import day_floor, hour_floor, time_bucket
+from services.api.queries import stats as queries
+from services.api.schemas import ActingKey, RowModel, from_row
+from shared.alerts import day_floor, hour_floor
 from shared.apikeys import Principal
-from shared.db import AlertRow, AssignmentRow, MentionRow, MentionTopicRow
+from shared.db import AlertRow
 from shared.events import Department, Sentiment, utcnow
 
 stats_api = APIRouter(prefix="/v1")
@@ -69,7 +69,7 @@ class MentionStats(BaseModel):
     )
 
 
-class AlertPublic(BaseModel):
+class AlertPublic(RowModel):
     id: int
     kind: str = Field(description="`spike`")
     topic: str
@@ -124,6 +124,31 @@ async def mention_stats(
     sentiment: Sentiment | None = None,
 ) -> MentionStats:
     """Mentions per hour or day over a window, by department, topic and sentiment (any of them)."""
+    begin, end = _window(bucket, start, to, settings.stats_max_buckets)
+    groups = list(dict.fromkeys(group_by or []))
+    rows = await queries.mention_counts(
+        session,
+        bucket=bucket.value,
+        begin=begin,
+        end=end,
+        groups=[g.value for g in groups],
+        departments=_departments(principal, department or []),
+        topic=topic,
+        sentiment=sentiment.value if sentiment is not None else None,
+    )
+    series = []
+    for row in rows:
+        point = {"bucket_start": row["bucket_start"], "count": int(row["count"])}
+        point.update({g.value: row[g.value] for g in groups})
+        series.append(StatsPoint(**point))
+    series.sort(key=lambda p: (p.bucket_start, *(getattr(p, g.value) or "" for g in groups)))
+    return MentionStats(bucket=bucket, from_=begin, to=end, group_by=groups, series=series)
+
+
+def _window(
+    bucket: Bucket, start: datetime | None, to: datetime | None, max_buckets: int
+) -> tuple[datetime, datetime]:
+    """The window asked for, or the default one; 422 when it is empty, out of range or too long."""
     step, floor = _STEP[bucket], _FLOOR[bucket]
     end = to or utcnow()
     try:
@@ -133,87 +158,34 @@ async def mention_stats(
         buckets = (floor(end - _TINY) - floor(begin)) // step + 1
     except OverflowError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "the window is out of range") from exc
-    if buckets > settings.stats_max_buckets:
+    if buckets > max_buckets:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"the window spans {buckets} {bucket.value}s; at most {settings.stats_max_buckets} per request "
+            f"the window spans {buckets} {bucket.value}s; at most {max_buckets} per request "
             "(narrow it, or use bucket=day)",
         )
-    groups = list(dict.fromkeys(group_by or []))
-    wanted = list(dict.fromkeys(department or []))
+    return begin, end
+
+
+def _departments(principal: Principal, wanted: list[Department]) -> list[str] | None:
+    """The departments whose mentions count: those asked for (403 for one the key may not read), else
+    the key's; None for a key of every department that asked for none (every mention counts)."""
+    wanted = list(dict.fromkeys(wanted))
     for d in wanted:
         check_read(principal, d.value)
-    restricted = bool(wanted) or not principal.all_departments
-    departments = [d.value for d in wanted] if wanted else sorted(principal.readable)
-
-    dialect = session.get_bind().dialect.name
-    bucket_start = time_bucket(dialect, MentionRow.routed_at, bucket.value).label("bucket_start")
-    keys: list[ColumnElement[Any]] = [bucket_start]
-    query = select().select_from(MentionRow).where(MentionRow.routed_at >= begin, MentionRow.routed_at < end)
-    if GroupBy.DEPARTMENT in groups:
-        # One row per (mention, department): the uq_assignments_mention_department index serves the join.
-        query = query.join(AssignmentRow, AssignmentRow.mention_id == MentionRow.id)
-        if restricted:
-            query = query.where(AssignmentRow.department.in_(departments))
-        keys.append(AssignmentRow.department.label("department"))
-    elif restricted:
-        query = query.where(
-            exists().where(
-                AssignmentRow.mention_id == MentionRow.id, AssignmentRow.department.in_(departments)
-            )
-        )
-    if GroupBy.TOPIC in groups:
-        on = MentionTopicRow.mention_id == MentionRow.id
-        if topic is not None:
-            query = query.join(MentionTopicRow, and_(on, MentionTopicRow.topic == topic))
-        else:
-            query = query.outerjoin(MentionTopicRow, on)
-        keys.append(MentionTopicRow.topic.label("topic"))
-    elif topic is not None:
-        query = query.where(
-            exists().where(MentionTopicRow.mention_id == MentionRow.id, MentionTopicRow.topic == topic)
-        )
-    if sentiment is not None:
-        query = query.where(MentionRow.sentiment == sentiment.value)
-    if GroupBy.SENTIMENT in groups:
-        keys.append(MentionRow.sentiment.label("sentiment"))
-    query = query.add_columns(*keys, func.count().label("count")).group_by(*keys)
-
-    series = []
-    for row in (await session.execute(query)).mappings():
-        point = {"bucket_start": row["bucket_start"], "count": int(row["count"])}
-        point.update({g.value: row[g.value] for g in groups})
-        series.append(StatsPoint(**point))
-    series.sort(key=lambda p: (p.bucket_start, *(getattr(p, g.value) or "" for g in groups)))
-    return MentionStats(bucket=bucket, from_=begin, to=end, group_by=groups, series=series)
+    if not wanted and principal.all_departments:
+        return None
+    return [d.value for d in wanted] if wanted else sorted(principal.readable)
 
 
-def _visible(principal: Principal) -> list[ColumnElement[bool]]:
-    if principal.all_departments:
-        return []
-    return [or_(AlertRow.department.is_(None), AlertRow.department.in_(sorted(principal.readable)))]
+def _readable(principal: Principal) -> list[str] | None:
+    """The departments whose alerts the key sees (None: all)."""
+    return None if principal.all_departments else sorted(principal.readable)
 
 
 def _alert_public(row: AlertRow) -> AlertPublic:
-    return AlertPublic(
-        id=row.id,
-        kind=row.kind,
-        topic=row.topic,
-        department=row.department,
-        window_start=row.window_start,
-        window_end=row.window_end,
-        count=row.count,
-        baseline=row.baseline,
-        stddev=row.stddev,
-        baseline_hours=row.baseline_hours,
-        threshold=row.threshold,
-        ratio=round(row.count / row.baseline, 3) if row.baseline > 0 else None,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        acknowledged_at=row.acknowledged_at,
-        acknowledged_by=row.acknowledged_by,
-        acknowledged_by_key=acting_key(row.acknowledged_by_key_id, row.acknowledged_by_key_name),
-    )
+    """The alert as the API shows it: the row's columns and `ratio`, derived from two of them."""
+    return from_row(AlertPublic, row, ratio=round(row.count / row.baseline, 3) if row.baseline > 0 else None)
 
 
 @stats_api.get("/alerts", response_model=AlertPage, tags=["alerts"])
@@ -231,18 +203,15 @@ async def list_alerts(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> AlertPage:
     """Spike alerts of the caller's departments, newest first."""
-    query = select(AlertRow).where(*_visible(principal))
-    if since is not None:
-        query = query.where(AlertRow.created_at >= since)
-    if topic is not None:
-        query = query.where(AlertRow.topic == topic)
-    if acknowledged is not None:
-        query = query.where(
-            AlertRow.acknowledged_at.is_not(None) if acknowledged else AlertRow.acknowledged_at.is_(None)
-        )
-    if cursor is not None:
-        query = query.where(AlertRow.id < min(int(cursor), _MAX_ID))
-    rows = list(await session.scalars(query.order_by(AlertRow.id.desc()).limit(limit + 1)))
+    rows = await queries.alerts(
+        session,
+        departments=_readable(principal),
+        since=since,
+        topic=topic,
+        acknowledged=acknowledged,
+        before_id=min(int(cursor), _MAX_ID) if cursor is not None else None,
+        limit=limit + 1,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     return AlertPage(
@@ -266,9 +235,7 @@ async def acknowledge_alert(
     alert_id: Annotated[int, Path(ge=1, le=_MAX_ID)],
 ) -> AlertPublic:
     """Mark an alert as seen; acknowledging it again keeps the first acknowledgement."""
-    row = await session.scalar(
-        select(AlertRow).where(AlertRow.id == alert_id, *_visible(principal)).with_for_update()
-    )
+    row = await queries.alert_for_update(session, alert_id, _readable(principal))
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"alert {alert_id} not found")
     if row.department not in principal.writable and (row.department is not None or not principal.writable):

@@ -19,12 +19,13 @@ import orjson
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from pydantic import AnyHttpUrl, BaseModel, Field
-from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.api.auth import PrincipalDep, check_read, check_write
 from services.api.deps import BusHolder, SessionDep, SettingsDep
 from services.api.inputs import LAX, RequestModel
+from services.api.queries import webhooks as queries
+from services.api.schemas import RowModel, from_row
 from services.api.webhook_worker.signing import new_secret
 from services.api.webhook_worker.urls import check_endpoint_url
 from services.api.webhook_worker.worker import WebhookWorker
@@ -79,7 +80,7 @@ class WebhookUpdate(RequestModel):
     description: str | None = Field(default=None, max_length=500)
 
 
-class WebhookPublic(BaseModel):
+class WebhookPublic(RowModel):
     id: int
     department: str
     url: str
@@ -123,9 +124,9 @@ class WebhookSecret(BaseModel):
     previous_secret_expires_at: datetime | None
 
 
-class DeliveryPublic(BaseModel):
+class DeliveryPublic(RowModel):
     id: int = Field(description="Also the X-MentionRouter-Delivery header: receivers drop duplicates by it.")
-    webhook_id: int
+    webhook_id: int = Field(validation_alias="endpoint_id")
     event_id: str = Field(description="The event's CloudEvents id (`ce_id`), or `ping:…`.")
     event_type: str
     mention_id: str
@@ -180,38 +181,13 @@ async def webhook_worker(app: FastAPI, settings: Settings, bus: BusHolder) -> As
 
 
 def _public(row: WebhookEndpointRow) -> WebhookPublic:
-    return WebhookPublic(
-        id=row.id,
-        department=row.department,
-        url=row.url,
-        event_types=list(row.event_types),
-        enabled=row.enabled,
-        disabled_reason=row.disabled_reason,
-        description=row.description,
-        created_at=row.created_at,
-        created_by=row.created_by,
-        updated_at=row.updated_at,
-        previous_secret_expires_at=row.previous_secret_expires_at if row.previous_secret else None,
-    )
+    """The endpoint as the API shows it: the row's columns, with the old secret's expiry (derived) only
+    while an old secret is kept."""
+    return from_row(WebhookPublic, row, previous_secret_expires_at=_old_secret_expiry(row))
 
 
-def _delivery_public(row: WebhookDeliveryRow) -> DeliveryPublic:
-    return DeliveryPublic(
-        id=row.id,
-        webhook_id=row.endpoint_id,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        mention_id=row.mention_id,
-        status=row.status,
-        attempts=row.attempts,
-        last_status_code=row.last_status_code,
-        last_error=row.last_error,
-        last_duration_ms=row.last_duration_ms,
-        next_attempt_at=row.next_attempt_at,
-        last_attempt_at=row.last_attempt_at,
-        created_at=row.created_at,
-        delivered_at=row.delivered_at,
-    )
+def _old_secret_expiry(row: WebhookEndpointRow) -> datetime | None:
+    return row.previous_secret_expires_at if row.previous_secret else None
 
 
 async def _checked_url(settings: Settings, url: AnyHttpUrl) -> str:
@@ -231,11 +207,7 @@ async def _checked_url(settings: Settings, url: AnyHttpUrl) -> str:
 async def _endpoint(
     session: AsyncSession, principal: Principal, webhook_id: int, *, write: bool
 ) -> WebhookEndpointRow:
-    row = await session.scalar(
-        select(WebhookEndpointRow).where(
-            WebhookEndpointRow.id == webhook_id, WebhookEndpointRow.department.in_(principal.readable)
-        )
-    )
+    row = await queries.endpoint_in(session, webhook_id, principal.readable)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"webhook {webhook_id} not found")
     if write:
@@ -246,11 +218,7 @@ async def _endpoint(
 async def _delivery(
     session: AsyncSession, endpoint: WebhookEndpointRow, delivery_id: int
 ) -> WebhookDeliveryRow:
-    row = await session.scalar(
-        select(WebhookDeliveryRow).where(
-            WebhookDeliveryRow.id == delivery_id, WebhookDeliveryRow.endpoint_id == endpoint.id
-        )
-    )
+    row = await queries.delivery_of(session, endpoint.id, delivery_id)
     if row is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"delivery {delivery_id} of webhook {endpoint.id} not found"
@@ -280,12 +248,7 @@ async def create_webhook(
     department = body.department.value
     check_write(principal, department)
     url = await _checked_url(settings, body.url)
-    count = await session.scalar(
-        select(func.count())
-        .select_from(WebhookEndpointRow)
-        .where(WebhookEndpointRow.department == department)
-    )
-    if (count or 0) >= MAX_ENDPOINTS_PER_DEPARTMENT:
+    if await queries.endpoint_count(session, department) >= MAX_ENDPOINTS_PER_DEPARTMENT:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"{department} has {MAX_ENDPOINTS_PER_DEPARTMENT} webhook endpoints already; delete one first",
@@ -306,7 +269,7 @@ async def create_webhook(
     await session.commit()
     worker.wake()
     response.headers["Location"] = f"/v1/webhooks/{row.id}"
-    return WebhookCreated(**_public(row).model_dump(), secret=row.secret)
+    return from_row(WebhookCreated, row, previous_secret_expires_at=_old_secret_expiry(row))
 
 
 @webhooks_api.get("", response_model=WebhookList, responses={403: {"description": "Department not readable"}})
@@ -314,11 +277,9 @@ async def list_webhooks(
     session: SessionDep, principal: PrincipalDep, department: Department | None = None
 ) -> WebhookList:
     """The endpoints of the departments this key may read (secrets are never shown again)."""
-    query = select(WebhookEndpointRow).where(WebhookEndpointRow.department.in_(principal.readable))
     if department is not None:
         check_read(principal, department.value)
-        query = query.where(WebhookEndpointRow.department == department.value)
-    rows = await session.scalars(query.order_by(WebhookEndpointRow.id))
+    rows = await queries.endpoints_of(session, principal.readable, department.value if department else None)
     return WebhookList(items=[_public(r) for r in rows])
 
 
@@ -367,7 +328,7 @@ async def update_webhook(
 async def delete_webhook(session: SessionDep, principal: PrincipalDep, webhook_id: WebhookId) -> Response:
     """Forget the endpoint and its delivery log."""
     await _endpoint(session, principal, webhook_id, write=True)
-    await session.execute(delete(WebhookEndpointRow).where(WebhookEndpointRow.id == webhook_id))
+    await queries.delete_endpoint(session, webhook_id)
     await session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -413,18 +374,20 @@ async def list_deliveries(
     """The delivery log, newest first: each event's attempts, last answer, last error, next attempt."""
     endpoint = await _endpoint(session, principal, webhook_id, write=False)
     limit = min(limit, settings.api_page_size_max)
-    query = select(WebhookDeliveryRow).where(WebhookDeliveryRow.endpoint_id == endpoint.id)
-    if delivery_status is not None:
-        query = query.where(WebhookDeliveryRow.status == delivery_status)
-    if cursor is not None:
-        if not cursor.isdigit():
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
-        query = query.where(WebhookDeliveryRow.id < int(cursor))
-    rows = list(await session.scalars(query.order_by(WebhookDeliveryRow.id.desc()).limit(limit + 1)))
+    if cursor is not None and not cursor.isdigit():
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor")
+    rows = await queries.deliveries(
+        session,
+        endpoint.id,
+        status=delivery_status,
+        before_id=int(cursor) if cursor is not None else None,
+        limit=limit + 1,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
     return DeliveryPage(
-        items=[_delivery_public(r) for r in rows], next_cursor=str(rows[-1].id) if more and rows else None
+        items=[DeliveryPublic.model_validate(r) for r in rows],
+        next_cursor=str(rows[-1].id) if more and rows else None,
     )
 
 
@@ -441,7 +404,7 @@ async def get_delivery(
         payload: Any = orjson.loads(row.payload)
     except orjson.JSONDecodeError:
         payload = row.payload.decode("utf-8", "replace")
-    return DeliveryDetail(**_delivery_public(row).model_dump(), payload=payload)
+    return from_row(DeliveryDetail, row, payload=payload)
 
 
 @webhooks_api.post(
@@ -473,7 +436,7 @@ async def retry_delivery(
     row.next_attempt_at = utcnow()
     await session.commit()
     worker.wake()
-    return _delivery_public(row)
+    return DeliveryPublic.model_validate(row)
 
 
 @webhooks_api.post(
@@ -490,4 +453,4 @@ async def test_webhook(
     row = await session.get(WebhookDeliveryRow, delivery_id)
     if row is None:  # the endpoint was deleted meanwhile
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"webhook {webhook_id} not found")
-    return _delivery_public(row)
+    return DeliveryPublic.model_validate(row)
