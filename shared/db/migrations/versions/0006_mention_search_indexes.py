@@ -13,7 +13,7 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Keep identical to services/api/mentions.py FTS_DOCUMENT (the query must use the index's expression).
+# Keep identical to services/api/queries/mentions.py FTS_DOCUMENT (the query must use the index's expression).
 FTS_DOCUMENT = (
     "to_tsvector('simple'::regconfig, coalesce(mentions.title, '') || ' ' || coalesce(mentions.text, ''))"
 )
