@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -15,6 +16,8 @@ from shared.bus import Bus
 from shared.errors import is_transient
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
@@ -23,8 +26,17 @@ def get_settings(request: Request) -> Settings:
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with sessions() as session:
+    session = sessions()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except Exception:
+            # The database went away under the request (the rollback of close() finds the connection
+            # gone): the answer is decided already (a 503 problem, most often) and must still reach the
+            # client; a lost connection is the pool's to replace.
+            log.warning("closing a database session failed", exc_info=True)
 
 
 async def get_bus(request: Request) -> Bus:

@@ -241,13 +241,18 @@ async def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) 
 
 
 async def _ids(stack: Stack) -> dict[str, str]:
-    """A routed mention and one of its open assignments, fresh for every block (examples change them)."""
+    """A routed mention and one of its open assignments, fresh for every block (examples change them):
+    one that no example has touched, of a mention that has no product assignment (the workflow example
+    reassigns to product, which a mention already at product refuses with 409)."""
     base = f"http://127.0.0.1:{stack.settings.api_port}"
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {stack.key}"}) as api:
-        page = (await api.get("/v1/mentions", params={"status": "new", "limit": 1})).json()
-        mention = page["items"][0]
-        assignment = next(a for a in mention["assignments"] if a["status"] == "new")
-    return {"MENTION": str(mention["id"]), "ASSIGNMENT": str(assignment["id"])}
+        page = (await api.get("/v1/mentions", params={"status": "new", "limit": 100})).json()
+    for mention in page["items"]:
+        assignments = mention["assignments"]
+        untouched = [a for a in assignments if a["status"] == "new" and a["assignee"] is None]
+        if untouched and all(a["department"] != "product" for a in assignments):
+            return {"MENTION": str(mention["id"]), "ASSIGNMENT": str(untouched[0]["id"])}
+    raise AssertionError("no routed mention with an untouched assignment outside product")
 
 
 async def _run(stack: Stack, block: Block) -> None:
@@ -280,7 +285,10 @@ async def _run(stack: Stack, block: Block) -> None:
     )
     for got, expected in zip(statuses, want, strict=True):
         ok = got.startswith("2") if expected == "2xx" else got == expected
-        assert ok, f"{block}: a curl answered {got}, the example says {expected}\n{shown}"
+        assert ok, (
+            f"{block}: a curl answered {got}, the example says {expected} "
+            f"(all: {statuses}, expected: {want})\n{shown}"
+        )
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
