@@ -156,6 +156,14 @@ def test_commands_are_never_hidden_in_other_fences_and_python_examples_compile()
                 )
 
 
+def test_every_make_target_is_in_the_development_page() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = re.findall(r"^([a-z-]+):.*## ", makefile, re.MULTILINE)
+    page = (REPO_ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    missing = [t for t in targets if f"`make {t}`" not in page and f"`make {t} " not in page]
+    assert not missing, f"docs/development.md does not describe make {', make '.join(missing)}"
+
+
 def test_the_parser_pairs_each_curl_with_its_expected_status() -> None:
     block = Block(
         "x.md",
