@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,20 @@ class TopicState:
         return line
 
 
+async def _partitions(
+    admin: AIOKafkaAdminClient, topics: list[str], *, within_s: float = 10.0
+) -> dict[str, int]:
+    """Each topic's partition count. A topic created a moment ago may not have its partitions in the
+    broker's metadata yet (it answers none): asked again until every topic has some, or `within_s`."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        described: list[Any] = await admin.describe_topics(topics)
+        partitions = {t["topic"]: len(t["partitions"]) for t in described}
+        if all(partitions.get(t, 0) > 0 for t in topics) or asyncio.get_running_loop().time() > deadline:
+            return partitions
+        await asyncio.sleep(0.2)
+
+
 async def create_topics(settings: Settings) -> list[TopicState]:
     """Create every missing topic of the pipeline; return what each one looks like afterwards."""
     topics = settings.all_topics()
@@ -59,8 +74,7 @@ async def create_topics(settings: Settings) -> list[TopicState]:
     try:
         before = set(await admin.list_topics())
         await KafkaBus(settings).ensure_topics(topics)
-        described: list[Any] = await admin.describe_topics(topics)
-        partitions = {t["topic"]: len(t["partitions"]) for t in described}
+        partitions = await _partitions(admin, topics)
         retention = await _retention(admin, topics)
     finally:
         await admin.close()
