@@ -3,6 +3,7 @@ tests and the benchmark: logs to files, liveness checks, SIGTERM with a deadline
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -13,11 +14,23 @@ from typing import IO
 
 from shared.settings import REPO_ROOT
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel hands out for outgoing connections (to
+# Kafka, PostgreSQL, between test processes) cannot take one of these between the check and the bind.
+_PORTS = range(20000, 32768)
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, outside the ephemeral range (a CI run once lost the port it had
+    picked to an outgoing connection before the service bound it)."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-32767")
 
 
 class ServiceProcesses:
