@@ -52,6 +52,7 @@ fmt: install ## format and auto-fix
 # Kafka and PostgreSQL come from MR_KAFKA_BOOTSTRAP_SERVERS / MR_DATABASE_URL when set, from
 # testcontainers when a Docker engine answers, and otherwise from the scripts in deploy/local/. The desk's
 # tests drive Debian's Chromium (MR_CHROMIUM, else deploy/local/chromium.sh installs it when missing).
+# The quick API bench's load generator, vegeta, is built once by deploy/local/vegeta.sh (go install).
 # The quick benchmark (a collapse check, no timing judged) runs before pytest so that pytest's summary
 # is the last line.
 test: install ## lint, then every test (unit, integration, e2e) against a real Kafka and PostgreSQL
@@ -61,6 +62,7 @@ test: install ## lint, then every test (unit, integration, e2e) against a real K
 	  if [ -z "$${MR_DATABASE_URL:-}" ]; then deploy/local/postgres.sh start; eval "$$(deploy/local/postgres.sh env)"; fi; \
 	fi; \
 	deploy/local/chromium.sh install; eval "$$(deploy/local/chromium.sh env)"; \
+	deploy/local/vegeta.sh install; \
 	$(MAKE) --no-print-directory lint; \
 	$(BIN)/python -m bench --quick; \
 	$(BIN)/python -m bench.api_bench --quick; \
@@ -82,8 +84,10 @@ bench-quick: install ## the same, small (well under 2 minutes): checks the pipel
 	$(BIN)/python -m bench --quick
 
 # PostgreSQL only (MR_DATABASE_URL, else deploy/local/postgres.sh). Generating the million mentions takes
-# 5-15 minutes; `python -m bench.api_bench --reuse NAME` keeps the database for the next run.
+# 5-15 minutes; `python -m bench.api_bench --reuse NAME` keeps the database for the next run. The load
+# comes from vegeta, built once with `go install` into .local/bin by deploy/local/vegeta.sh.
 bench-api: install ## the REST API on 1,000,000 mentions at 200 requests/s, with query plans (15-25 minutes)
+	deploy/local/vegeta.sh install
 	$(BIN)/python -m bench.api_bench
 
 test-faults: install ## the fault-injection tests alone (kills, outages, poison, rebalance; 3-4 minutes)
