@@ -5,15 +5,18 @@
 2. The API as deployed: `python -m services.api` in its own process, keys switched on
    (MR_API_BOOTSTRAP_KEY = a generated admin key; a `write:support` key made in the database for the
    department-scoped requests), the per-key rate limit off (MR_API_RATE_LIMIT_PER_S=0).
-3. The load, from this process over loopback with one httpx connection pool: an open-loop schedule at a
-   fixed rate. Request i is due at t0 + i/rate and is sent when due whatever happened before, and its
+3. The load, over loopback by vegeta (a native load generator in its own process, built once by
+   deploy/local/vegeta.sh; `--loader python` sends it from this process with httpx instead): an open-loop
+   schedule at a fixed rate. Request i is due at t0 + (i+1)/rate and is sent when due whatever happened
+   before (at most --concurrency in flight: a due request waits in order for a free connection), and its
    latency runs from that scheduled time to the end of the response, so a stall delays every later
    figure instead of hiding them (no coordinated omission). The mix: mention lists (first pages, pages
    2-10 by the cursors the API handed out, deep pages anywhere in the 90 days, with department, status,
    priority, overdue, topic, sentiment and full-text filters, with the admin key and the scoped key),
    queue statistics, and mention details by id. After a warm-up, the mix runs for `--seconds`, then each
    class alone at the same rate (skipped with --quick or --no-alone).
-4. The API's peak RSS (VmHWM and sampled VmRSS), its CPU and its database backends' CPU per phase.
+4. The API's peak RSS (VmHWM and sampled VmRSS); CPU per phase of the API, its database backends, the
+   load generator (vegeta's process) and this process.
 5. EXPLAIN (ANALYZE, BUFFERS) of the SQL the API sends for a list (newest first, with and without a
    department, a status, a topic and a full-text filter, a deep page), for the queue statistics and for a
    detail: the route functions of services/api/mentions.py and queues.py are called in this process on an
@@ -23,6 +26,7 @@ Targets (issue 6): at 200 requests/s, list p99 < 50 ms, queue statistics p99 < 1
 API RSS < 250 MB. Results: bench/results/api-<timestamp>.json, a table on stdout.
 
     python -m bench.api_bench [--mentions 1000000] [--rate 200] [--seconds 30] [--quick] [--reuse NAME]
+                              [--loader vegeta|python]
 
 --quick: 20,000 mentions, 5 s of mix, no per-class phases: a check that the bench and the API hold
 together (no timing judged). --reuse NAME keeps the generated database NAME and uses it again on the
@@ -44,6 +48,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,7 +58,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from bench import api_data, infra
-from bench.api_load import CpuTracker, closed_loop, open_loop, summarise
+from bench.api_load import CpuTracker, Vegeta, closed_loop, install_vegeta, open_loop, summarise
 from bench.api_plans import plan_table, plans
 from bench.api_workload import (
     LIST_TEMPLATES,
@@ -229,6 +234,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             "scoped_key": f"write:{SCOPED_DEPARTMENT}",
             "concurrency": args.concurrency,
             "workers": args.workers,
+            "loader": args.loader_info,
         },
     }
     name, db_url, data, reused = await _database(server_url, args)
@@ -288,10 +294,9 @@ async def _measure(
         max_connections=args.concurrency, max_keepalive_connections=args.concurrency, keepalive_expiry=2.0
     )
     codes: dict[str, int | None] = {}
+    base_url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=httpx.Timeout(60.0)
-        ) as client:
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=httpx.Timeout(60.0)) as client:
             await _wait_ready(client, services)
             _say("catalog: ids, deep positions, and pages 2-10 of every list through the API")
             catalog = await _catalog(db_url, seed=args.seed)
@@ -302,7 +307,18 @@ async def _measure(
             sampler_task = asyncio.create_task(sampler.run(sampling))
             gc.collect()
             gc.freeze()
-            phases = await _phases(args, client, catalog, headers, services, CpuTracker(api_pid, name))
+            with tempfile.TemporaryDirectory(prefix="mr-api-bench-") as workdir:  # targets carry the keys
+                tool = None
+                if args.loader == "vegeta":
+                    tool = Vegeta(
+                        args.loader_info["path"],
+                        base_url=base_url,
+                        headers=headers,
+                        workdir=Path(workdir),
+                        concurrency=args.concurrency,
+                    )
+                cpu = CpuTracker(api_pid, name)
+                phases = await _phases(args, client, tool, catalog, headers, services, cpu)
             sampling.set()
             await sampler_task
             result["rss_mb"] = sampler.result()["api"]
@@ -317,6 +333,7 @@ async def _measure(
 async def _phases(
     args: argparse.Namespace,
     client: httpx.AsyncClient,
+    tool: Vegeta | None,
     catalog: Catalog,
     headers: dict[str, dict[str, str]],
     services: ServiceProcesses,
@@ -337,10 +354,13 @@ async def _phases(
         else:
             requests = workload(max(1, int(rate * seconds)), catalog, classes=classes, seed=seed)
             _say(f"{name}: {len(requests):,} requests at {rate:g}/s")
+        attack = tool.prepare(requests, rate=rate, seconds=seconds, workers=args.workers) if tool else None
         cpu.start()
         tracker = asyncio.create_task(cpu.run(tracking))
         try:
-            if rate is None:
+            if tool is not None and attack is not None:
+                await tool.run(attack)
+            elif rate is None:
                 samples, timing = await closed_loop(
                     client, requests, seconds=seconds, workers=args.workers, headers=headers
                 )
@@ -352,6 +372,8 @@ async def _phases(
             tracking.set()
             await tracker
         used = cpu.stop()
+        if tool is not None and attack is not None:
+            samples, timing = await tool.results(attack)
         services.check_alive()
         if name == "warmup":
             return
@@ -444,10 +466,15 @@ def table(result: dict[str, Any]) -> str:
                 f"CPU ms/request {cpu})"
             )
         else:
+            queued = (
+                f", waited for a connection up to {p['queued_max_ms']:,.0f} ms"
+                if "queued_max_ms" in p
+                else ""
+            )
             lines.append(
                 f"  {phase}: {p['requests']:,} requests at {p['offered_per_s']:g}/s, answered at "
-                f"{p['achieved_per_s']:,.0f}/s (sender behind at most {p['sender_max_behind_ms']:.0f} ms; "
-                f"CPU ms/request {cpu})"
+                f"{p['achieved_per_s']:,.0f}/s (sender behind at most {p['sender_max_behind_ms']:.0f} ms"
+                f"{queued}; CPU ms/request {cpu})"
             )
         for group in ("classes", "kinds"):
             for name, s in p[group].items():
@@ -483,6 +510,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="20,000 mentions, 5 s, mix only; judges no timing")
     p.add_argument("--no-alone", action="store_true", help="skip the per-class phases")
     p.add_argument("--reuse", metavar="NAME", help="keep the generated database NAME and reuse it next time")
+    p.add_argument(
+        "--loader",
+        choices=("vegeta", "python"),
+        default="vegeta",
+        help="what sends the load: vegeta, a native process (default), or this process's httpx loop",
+    )
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight at most (connections), 64")
     p.add_argument("--workers", type=int, default=16, help="clients of the closed-loop capacity phase (16)")
     p.add_argument("--plans-only", action="store_true", help="only EXPLAIN the statements (with --reuse)")
@@ -501,6 +534,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--plans-only needs --reuse NAME (a generated database)")
     started = time.monotonic()
     try:
+        args.loader_info = {"tool": "python httpx", "version": httpx.__version__}
+        if args.loader == "vegeta" and not args.plans_only:  # before the data: a missing tool fails fast
+            exe, version = install_vegeta()
+            args.loader_info = {"tool": "vegeta", "version": version, "path": exe}
         result = asyncio.run(_run(args))
     except BenchFailure as exc:
         _say(f"FAILED: {exc}")
