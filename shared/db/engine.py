@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import JSON, Connection, Table, TypeDecorator, event
+from sqlalchemy import JSON, Connection, String, Table, TypeDecorator, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 
-from shared.db.models import Base
+from shared.db.models import Base, UtcDateTime
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -111,27 +112,149 @@ async def insert_ignore(
     await connection.execute(stmt, list(rows))
 
 
+class JsonText(str):
+    """A JSON column's value already serialised (e.g. by pydantic): `insert_ignore_tables` sends it as it
+    is instead of serialising it again."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """One table's rows for `insert_ignore_tables`, column by column: every list holds one value per row
+    (what the unnest arrays are made of, without a dictionary per row on the way)."""
+
+    model: type[Base]
+    columns: Mapping[str, list[Any]]
+    keys: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()), ()))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows as dictionaries (the executemany path), JsonText parsed back for SQLAlchemy."""
+        table = cast(Table, self.model.__table__)
+        names = list(self.columns)
+        values: list[list[Any]] = []
+        for name, column in self.columns.items():
+            if isinstance(table.columns[name].type, JSON):
+                column = [orjson.loads(str(v)) if isinstance(v, JsonText) else v for v in column]
+            values.append(column)
+        return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+async def insert_ignore_tables(
+    sessions: async_sessionmaker[AsyncSession], tables: Sequence[TableRows]
+) -> None:
+    """INSERT … ON CONFLICT (keys) DO NOTHING of every table's rows, all or nothing.
+
+    PostgreSQL: ONE statement for all the tables, one round trip (data-modifying CTEs, each an
+    `INSERT … SELECT * FROM unnest($1::type[], …)`), run on its own: a single statement is a transaction
+    by itself, so no BEGIN and COMMIT round trips. A row may reference another table's row of the same
+    statement (foreign keys are checked at its end). Elsewhere (SQLite), or when a table's rows leave out
+    a column with a Python-side default: `insert_ignore` per table, in order, in one transaction."""
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        return
+    async with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            plan = _unnest_statement(
+                tuple((cast(Table, t.model.__table__), tuple(t.columns), t.keys) for t in tables)
+            )
+            if plan is not None:
+                sql, converters = plan
+                args = []
+                for t, table_converters in zip(tables, converters, strict=True):
+                    for convert, values in zip(table_converters, t.columns.values(), strict=True):
+                        args.append(values if convert is None else convert(values))
+                connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+                await connection.exec_driver_sql(sql, tuple(args))
+                return
+        async with session.begin():
+            for t in tables:
+                await insert_ignore(session, t.model, t.rows(), keys=t.keys)
+
+
+_ColumnConverter = Callable[[list[Any]], list[Any]]
+
+
+@functools.cache
+def _unnest_statement(
+    tables: tuple[tuple[Table, tuple[str, ...], tuple[str, ...]], ...],
+) -> tuple[str, list[list[_ColumnConverter | None]]] | None:
+    """`WITH t1 AS (INSERT … unnest …), … INSERT … unnest …` over `tables` (table, columns, conflict
+    keys), the parameters numbered on from one table to the next, and per column how its list becomes the
+    array asyncpg sends. None when a table cannot take the unnest path."""
+    inserts: list[str] = []
+    converters: list[list[_ColumnConverter | None]] = []
+    first = 1
+    for table, names, keys in tables:
+        unnest = _unnest_insert(table, names, keys, first)
+        if unnest is None:
+            return None
+        inserts.append(unnest[0])
+        converters.append([_column_converter(table.columns[name].type) for name in names])
+        first += len(names)
+    *ctes, last = inserts
+    with_ = ", ".join(f"t{i} AS ({sql})" for i, sql in enumerate(ctes))
+    return (f"WITH {with_} {last}" if ctes else last), converters
+
+
+def _column_converter(column_type: Any) -> _ColumnConverter | None:
+    """`_converter` for a whole column: JSON serialised (JsonText as it is); a UtcDateTime only checked
+    for a time zone, since asyncpg itself sends an aware datetime as its UTC instant."""
+    if isinstance(column_type, JSON):
+        none_as_null = column_type.none_as_null
+
+        def json_column(values: list[Any]) -> list[Any]:
+            return [
+                v if type(v) is JsonText else None if v is None and none_as_null else _json_dumps(v)
+                for v in values
+            ]
+
+        return json_column
+    if isinstance(column_type, UtcDateTime):
+
+        def aware(values: list[Any]) -> list[Any]:
+            for v in values:
+                if v is not None and v.tzinfo is None:
+                    raise ValueError("naive datetime given to a UtcDateTime column")
+            return values
+
+        return aware
+    if isinstance(column_type, TypeDecorator):
+        return lambda values: [column_type.process_bind_param(v, _PG) for v in values]
+    return None
+
+
 _Converter = Callable[[Any], Any]
 _PG: Any = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 @functools.cache
 def _unnest_insert(
-    table: Table, names: tuple[str, ...], keys: tuple[str, ...]
+    table: Table, names: tuple[str, ...], keys: tuple[str, ...], first: int = 1
 ) -> tuple[str, list[tuple[str, _Converter | None]]] | None:
     """PostgreSQL: `INSERT … SELECT * FROM unnest($1::type[], …) ON CONFLICT DO NOTHING`, one array per
     column and one statement per batch, and how to turn each column's values into what asyncpg sends.
 
     None when a column the rows leave out has a Python-side default, which only SQLAlchemy's own insert
-    applies; those rows take the executemany path."""
+    applies; those rows take the executemany path. `first`: the number of the first parameter."""
     given = set(names)
     if any(c.name not in given and c.default is not None for c in table.columns):
         return None
     converters: list[tuple[str, _Converter | None]] = []
     casts: list[str] = []
-    for i, name in enumerate(names, start=1):
+    for i, name in enumerate(names, start=first):
         column = table.columns[name]
-        casts.append(f"${i}::{column.type.compile(dialect=_PG)}[]")
+        # A string array without its length: an explicit cast to VARCHAR(n) would cut a longer value
+        # silently, where the insert's own assignment to the column refuses it, as SQLAlchemy's does.
+        array_of = (
+            "VARCHAR"
+            if type(column.type) is String and column.type.length
+            else column.type.compile(dialect=_PG)
+        )
+        casts.append(f"${i}::{array_of}[]")
         converters.append((name, _converter(column.type)))
     quoted = ", ".join(f'"{n}"' for n in names)
     conflict = ", ".join(f'"{k}"' for k in keys)
