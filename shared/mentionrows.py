@@ -1,13 +1,14 @@
 """The one mapping between a `Mention` (the event's content) and its row in the `mentions` table.
 
-The router writes rows with `mention_columns`; replays, re-announcements and the API's dry runs read
-them back with `mention_from_row`. Every field of `Mention` has a column of the same name, but the
-near-duplicate link, which the table calls `duplicate_of` (`RENAMED`); tests/unit/test_mentionrows.py
-proves the round trip.
+The router writes rows with `mention_column_lists` (`mention_columns`, one list per column); replays,
+re-announcements and the API's dry runs read them back with `mention_from_row`. Every field of `Mention`
+has a column of the same name, but the near-duplicate link, which the table calls `duplicate_of`
+(`RENAMED`); tests/unit/test_mentionrows.py proves the round trip.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from shared.db import MentionRow
@@ -23,6 +24,14 @@ def mention_columns(mention: Mention) -> dict[str, Any]:
     """The mention's own fields as `mentions` columns (enums as their values), for an insert."""
     columns = {_COLUMN[name]: getattr(mention, name) for name in FIELDS}  # (no model_dump: hot path)
     columns["kind"] = mention.kind.value
+    return columns
+
+
+def mention_column_lists(mentions: Sequence[Mention]) -> dict[str, list[Any]]:
+    """`mention_columns` of every mention, one list per column (the router's batch insert)."""
+    fields = [m.__dict__ for m in mentions]  # a model's field values, read without a getattr each
+    columns = {_COLUMN[name]: [f[name] for f in fields] for name in FIELDS}
+    columns["kind"] = [kind.value for kind in columns["kind"]]
     return columns
 
 

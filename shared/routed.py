@@ -3,7 +3,8 @@ mention) and for a reassignment (shared.workflow): the same fields, the same JSO
 headers.
 
 Built as JSON directly rather than through the pydantic model: the router publishes one event per
-department of every mention, and the mention and its labels are dumped once and shared by all of them
+department of every mention, and the mention and its labels are serialised once (`json_of`, an
+`orjson.Fragment` that every department's event copies as it is) and shared by all of them
 (tests/unit/test_router_events.py holds the result to the model)."""
 
 from __future__ import annotations
@@ -14,11 +15,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from shared.bus.base import OutMessage
 from shared.bus.codec import ce_headers
 from shared.events import SCHEMA_VERSION
 from shared.settings import Settings
+
+
+def json_of(model: BaseModel) -> orjson.Fragment:
+    """A model's JSON (pydantic's serialiser: what `model_dump(mode="json")` holds, already as bytes), to
+    embed in events without serialising it again."""
+    return orjson.Fragment(model.__pydantic_serializer__.to_json(model))
 
 
 def iso(when: datetime) -> str:
@@ -42,8 +50,8 @@ def routed_messages(
     settings: Settings,
     *,
     source: str,
-    mention: dict[str, Any],
-    classification: dict[str, Any],
+    mention: dict[str, Any] | orjson.Fragment,
+    classification: dict[str, Any] | orjson.Fragment,
     all_departments: Sequence[str],
     ingested_at: datetime,
     routed_at: datetime,
@@ -51,10 +59,14 @@ def routed_messages(
     rules_version: int | None,
     tags: Sequence[str],
     targets: Iterable[RoutedTarget],
+    mention_id: str | None = None,
 ) -> list[OutMessage]:
     """One `mention.routed` message per target, on its department's topic, keyed by the mention id.
-    `mention` and `classification` are their JSON forms (`model_dump(mode="json")`, or as stored)."""
-    mention_id = str(mention["id"])
+    `mention` and `classification` are their JSON forms (`model_dump(mode="json")`, as stored, or
+    `json_of`; with a Fragment for the mention, `mention_id` says its id)."""
+    if mention_id is None:
+        assert isinstance(mention, dict), "mention_id is needed with a serialised mention"
+        mention_id = str(mention["id"])
     when = iso(routed_at)
     base: dict[str, Any] = {
         "type": "mention.routed",

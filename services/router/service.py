@@ -16,17 +16,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.alerts import SpikeDetector
 from shared.bus import Bus, Record
 from shared.bus.base import OutMessage
 from shared.bus.codec import decode
-from shared.db import AssignmentRow, MentionRow, MentionTopicRow, insert_ignore
+from shared.db import AssignmentRow, MentionRow, MentionTopicRow
+from shared.db.engine import JsonText, TableRows, insert_ignore_tables
 from shared.errors import is_transient
 from shared.events import MentionClassified, utcnow
-from shared.mentionrows import mention_columns
-from shared.routed import RoutedTarget, routed_messages
+from shared.mentionrows import mention_column_lists
+from shared.routed import RoutedTarget, json_of, routed_messages
 from shared.routing import Decision, RuleSet
 from shared.rulestore import RuleHolder, seed
 from shared.settings import DEPARTMENTS, Settings
@@ -83,32 +85,34 @@ class RouterService:
             try:
                 event = decode(record, MentionClassified)
                 decision = rules.evaluate(event.mention, event.classification)
-                decided[event.mention.id] = _Decided(
-                    event, decision, event.classification.model_dump(mode="json")
-                )
+                c = event.classification
+                # The labels as JSON once: stored as they are and copied into every department's event.
+                decided[event.mention.id] = _Decided(event, decision, c.__pydantic_serializer__.to_json(c))
             except Exception as exc:  # noqa: BLE001 - a record that cannot be routed is dead-lettered
                 result.dead.append((record, exc))
         if not decided:
             return result
         now = self._clock()
         version = _version(rules)
-        await self._store(decided, now, version)
+        due = _Due(now)
+        await self._store(decided, now, version, due)
         for d in decided.values():
             if d.event.mention.near_duplicate_of is not None:
                 continue  # stored, linked to its original, and not routed a second time
-            result.out.extend(self._routed(d, now, version))
+            result.out.extend(self._routed(d, now, version, due))
         return result
 
-    def _routed(self, d: _Decided, now: datetime, version: int | None) -> list[OutMessage]:
+    def _routed(self, d: _Decided, now: datetime, version: int | None, due: _Due) -> list[OutMessage]:
         """The MentionRouted events of one mention, one per department (shared.routed builds them: the
-        mention and its labels are dumped once and shared by every department's event)."""
+        mention and its labels are serialised once and shared by every department's event)."""
         event, decision = d.event, d.decision
         mention_id = event.mention.id
         return routed_messages(
             self._settings,
             source=_CE_SOURCE,
-            mention=event.mention.model_dump(mode="json"),
-            classification=d.classification,
+            mention=json_of(event.mention),
+            mention_id=mention_id,
+            classification=orjson.Fragment(d.classification),
             all_departments=[a.department.value for a in decision.assignments],
             ingested_at=event.ingested_at,
             routed_at=now,
@@ -121,79 +125,90 @@ class RouterService:
                     priority=a.priority.value,
                     sla_minutes=a.sla_minutes,
                     rules=a.rules,
-                    sla_due_at=now + timedelta(minutes=a.sla_minutes),
+                    sla_due_at=due(a.sla_minutes),
                     event_id=f"{mention_id}:{a.department.value}",
                 )
                 for a in decision.assignments
             ],
         )
 
-    async def _store(self, decided: dict[str, _Decided], now: datetime, version: int | None) -> None:
-        mentions: list[dict[str, Any]] = []
-        topics: list[dict[str, Any]] = []
-        assignments: list[dict[str, Any]] = []
+    async def _store(
+        self, decided: dict[str, _Decided], now: datetime, version: int | None, due: _Due
+    ) -> None:
+        """The batch's mentions, their topics and their assignments, column by column, in one statement
+        on PostgreSQL (one transaction on SQLite); replays and duplicates change nothing (ON CONFLICT DO
+        NOTHING)."""
+        batch = list(decided.values())
+        n = len(batch)
+        events = [d.event for d in batch]
+        labels = [e.classification for e in events]
+        mentions = mention_column_lists([e.mention for e in events])
+        mentions.update(
+            ingested_at=[e.ingested_at for e in events],
+            classified_at=[e.classified_at for e in events],
+            routed_at=[now] * n,
+            sentiment=[c.sentiment.value for c in labels],
+            sentiment_score=[c.sentiment_score for c in labels],
+            language=[c.language for c in labels],
+            topics=[[t.name for t in c.topics] for c in labels],
+            classification=[JsonText(d.classification.decode()) for d in batch],
+            intent=[c.intent.value for c in labels],
+            urgency=[c.urgency for c in labels],
+            rules_version=[version] * n,
+            matched_rules=[d.decision.matched_rules for d in batch],
+            tags=[d.decision.tags for d in batch],
+        )
+        topic_ids: list[str] = []
+        topic_names: list[str] = []
+        ids: list[str] = []
+        departments: list[str] = []
+        priorities: list[str] = []
+        sla_due: list[datetime] = []
+        sla_minutes: list[int] = []
+        routed_by: list[Sequence[str]] = []
+        tags: list[Sequence[str]] = []
         for mention_id, d in decided.items():
-            event, decision = d.event, d.decision
-            m, c = event.mention, event.classification
-            tags = list(decision.tags)
-            mentions.append(
-                {
-                    **mention_columns(m),
-                    "id": mention_id,
-                    "ingested_at": event.ingested_at,
-                    "classified_at": event.classified_at,
-                    "routed_at": now,
-                    "sentiment": c.sentiment.value,
-                    "sentiment_score": c.sentiment_score,
-                    "language": c.language,
-                    "topics": [t.name for t in c.topics],
-                    "classification": d.classification,
-                    "intent": c.intent.value,
-                    "urgency": c.urgency,
-                    "rules_version": version,
-                    "matched_rules": list(decision.matched_rules),
-                    "tags": tags,
-                }
-            )
-            topics.extend({"mention_id": mention_id, "topic": t.name} for t in c.topics)
-            if m.near_duplicate_of is not None:
+            for t in d.event.classification.topics:
+                topic_ids.append(mention_id)
+                topic_names.append(t.name)
+            if d.event.mention.near_duplicate_of is not None:
                 continue
-            for a in decision.assignments:
-                due = now + timedelta(minutes=a.sla_minutes)
-                assignments.append(
-                    {
-                        "mention_id": mention_id,
-                        "department": a.department.value,
-                        "priority": a.priority.value,
-                        "status": "new",
-                        "sla_due_at": due,
-                        "sla_minutes": a.sla_minutes,
-                        "next_escalation_at": due,
-                        "escalation_level": 0,
-                        "assignee": None,
-                        "rules": list(a.rules),
-                        "tags": tags,
-                        "created_at": now,
-                        "updated_at": now,
-                        "routed_at": now,
-                        "version": 1,
-                    }
-                )
-        # One transaction per batch; replays and duplicates change nothing (ON CONFLICT DO NOTHING).
-        async with self._sessions() as session, session.begin():
-            await insert_ignore(session, MentionRow, mentions, keys=["id"])
-            await insert_ignore(
-                session,
-                MentionTopicRow,
-                topics,
-                keys=["mention_id", "topic"],
-            )
-            await insert_ignore(
-                session,
-                AssignmentRow,
-                assignments,
-                keys=["mention_id", "department"],
-            )
+            for a in d.decision.assignments:
+                ids.append(mention_id)
+                departments.append(a.department.value)
+                priorities.append(a.priority.value)
+                sla_due.append(due(a.sla_minutes))
+                sla_minutes.append(a.sla_minutes)
+                routed_by.append(a.rules)
+                tags.append(d.decision.tags)
+        k = len(ids)
+        assignments: dict[str, list[Any]] = {
+            "mention_id": ids,
+            "department": departments,
+            "priority": priorities,
+            "status": ["new"] * k,
+            "sla_due_at": sla_due,
+            "sla_minutes": sla_minutes,
+            "next_escalation_at": sla_due,
+            "escalation_level": [0] * k,
+            "assignee": [None] * k,
+            "rules": routed_by,
+            "tags": tags,
+            "created_at": [now] * k,
+            "updated_at": [now] * k,
+            "routed_at": [now] * k,
+            "version": [1] * k,
+        }
+        await insert_ignore_tables(
+            self._sessions,
+            [
+                TableRows(MentionRow, mentions, ("id",)),
+                TableRows(
+                    MentionTopicRow, {"mention_id": topic_ids, "topic": topic_names}, ("mention_id", "topic")
+                ),
+                TableRows(AssignmentRow, assignments, ("mention_id", "department")),
+            ],
+        )
 
     async def load_rules(self) -> int:
         """Seed the database from the YAML file if it has no rule set, and load the active one."""
@@ -252,11 +267,27 @@ class RouterService:
             await asyncio.gather(*loops, return_exceptions=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Decided:
     event: MentionClassified
     decision: Decision
-    classification: dict[str, Any]  # the labels as JSON, stored and published as they are
+    classification: bytes  # the labels as JSON, stored and published as they are
+
+
+class _Due:
+    """When an SLA of so many minutes from `now` runs out: one datetime per SLA length in a batch."""
+
+    __slots__ = ("_at", "_now")
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self._at: dict[int, datetime] = {}
+
+    def __call__(self, minutes: int) -> datetime:
+        at = self._at.get(minutes)
+        if at is None:
+            at = self._at[minutes] = self._now + timedelta(minutes=minutes)
+        return at
 
 
 def _version(rules: RuleSet) -> int | None:

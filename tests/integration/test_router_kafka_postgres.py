@@ -176,3 +176,28 @@ async def test_database_outage_pauses_the_router_and_loses_nothing(settings: Set
     dlq = await read_topics(settings.kafka_bootstrap_servers, [settings.topic_dlq])
     assert dlq == []
     await proxy.cut()
+
+
+async def test_a_mention_the_database_refuses_is_dead_lettered_and_its_batch_stored(
+    settings: Settings, bus: KafkaBus
+) -> None:
+    # The batch's one statement fails on the URL longer than its column: the stage retries the batch
+    # record by record, stores the others and dead-letters that one with the database's reason.
+    events = [classified_event(i) for i in range(12)]
+    bad = events[5].model_copy(
+        update={"mention": events[5].mention.model_copy(update={"url": "https://e.example/" + "x" * 2000})}
+    )
+    events[5] = bad
+    await bus.send(
+        [encode(topic=settings.topic_classified, key=e.mention.id, event=e, source="/t") for e in events]
+    )
+    good = [e for e in events if e is not bad]
+    async with running_router(settings, bus):
+
+        async def stored() -> bool:
+            return await _counts(settings.database_url) == (11, _expected(settings, good))
+
+        await wait_for(stored, within=60, what="the 11 mentions that fit")
+        dlq = await read_topics(settings.kafka_bootstrap_servers, [settings.topic_dlq])
+    assert [r.key.decode() for r in dlq] == [bad.mention.id]
+    assert b"too long" in dict(dlq[0].headers)["mr_error"]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from shared.db import MentionRow
 from shared.events import Mention, MentionKind
-from shared.mentionrows import RENAMED, mention_columns, mention_from_row
+from shared.mentionrows import RENAMED, mention_column_lists, mention_columns, mention_from_row
 
 
 def test_every_field_of_a_mention_has_a_column_of_the_mentions_table() -> None:
@@ -36,3 +36,23 @@ def test_a_mention_survives_a_round_trip_through_its_row() -> None:
     columns = mention_columns(mention)
     assert columns["kind"] == "comment" and columns["duplicate_of"] == "m0"
     assert mention_from_row(MentionRow(**columns)) == mention
+
+
+def test_the_column_lists_of_a_batch_are_each_mentions_columns() -> None:
+    mentions = [
+        Mention(
+            id=f"m{i}",
+            source_id="s1",
+            kind=MentionKind.COMMENT if i % 2 else MentionKind.POST,
+            title=f"Title {i}",
+            published_at=datetime(2026, 12, 1, 9, i, tzinfo=UTC),
+            in_reply_to="https://blog.example.org/p" if i % 2 else None,
+            near_duplicate_of="m0" if i == 2 else None,
+        )
+        for i in range(4)
+    ]
+    lists = mention_column_lists(mentions)
+    assert [{name: values[i] for name, values in lists.items()} for i in range(4)] == [
+        mention_columns(m) for m in mentions
+    ]
+    assert all(type(kind) is str for kind in lists["kind"])
