@@ -67,7 +67,7 @@ def routed_messages(
     if mention_id is None:
         assert isinstance(mention, dict), "mention_id is needed with a serialised mention"
         mention_id = str(mention["id"])
-    when = iso(routed_at)
+    when = _iso_repeated(routed_at)
     base: dict[str, Any] = {
         "type": "mention.routed",
         "schema_version": SCHEMA_VERSION,
@@ -80,27 +80,44 @@ def routed_messages(
         "rules_version": rules_version,
         "tags": list(tags),
     }
+    # What every department's event shares is serialised once; each event is that object, still open,
+    # followed by the department's own fields.
+    shared = orjson.dumps(base)[:-1] + b","
     out = []
     for t in targets:
-        value = {
-            **base,
-            "department": t.department,
-            "assignment": {
+        own = orjson.dumps(
+            {
                 "department": t.department,
-                "priority": t.priority,
-                "sla_minutes": t.sla_minutes,
-                "rules": list(t.rules),
-            },
-            "sla_due_at": iso(t.sla_due_at),
-        }
+                "assignment": {
+                    "department": t.department,
+                    "priority": t.priority,
+                    "sla_minutes": t.sla_minutes,
+                    "rules": list(t.rules),
+                },
+                "sla_due_at": _iso_repeated(t.sla_due_at),
+            }
+        )
         out.append(
             OutMessage(
                 topic=settings.topic_routed(t.department),
                 key=mention_id,
-                value=orjson.dumps(value),
+                value=b"".join((shared, memoryview(own)[1:])),
                 headers=ce_headers(
                     key=mention_id, event_type="mention.routed", source=source, event_id=t.event_id, time=when
                 ),
             )
         )
     return out
+
+
+_ISO: dict[datetime, str] = {}
+
+
+def _iso_repeated(when: datetime) -> str:
+    """`iso` of a time that repeats in many events (a batch's routing time, its SLA due times)."""
+    text = _ISO.get(when)
+    if text is None:
+        if len(_ISO) >= 256:
+            _ISO.clear()
+        text = _ISO[when] = iso(when)
+    return text

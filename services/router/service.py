@@ -139,14 +139,12 @@ class RouterService:
         on PostgreSQL (one transaction on SQLite); replays and duplicates change nothing (ON CONFLICT DO
         NOTHING)."""
         batch = list(decided.values())
-        n = len(batch)
         events = [d.event for d in batch]
         labels = [e.classification for e in events]
         mentions = mention_column_lists([e.mention for e in events])
         mentions.update(
             ingested_at=[e.ingested_at for e in events],
             classified_at=[e.classified_at for e in events],
-            routed_at=[now] * n,
             sentiment=[c.sentiment.value for c in labels],
             sentiment_score=[c.sentiment_score for c in labels],
             language=[c.language for c in labels],
@@ -154,7 +152,6 @@ class RouterService:
             classification=[JsonText(d.classification.decode()) for d in batch],
             intent=[c.intent.value for c in labels],
             urgency=[c.urgency for c in labels],
-            rules_version=[version] * n,
             matched_rules=[d.decision.matched_rules for d in batch],
             tags=[d.decision.tags for d in batch],
         )
@@ -181,32 +178,35 @@ class RouterService:
                 sla_minutes.append(a.sla_minutes)
                 routed_by.append(a.rules)
                 tags.append(d.decision.tags)
-        k = len(ids)
         assignments: dict[str, list[Any]] = {
             "mention_id": ids,
             "department": departments,
             "priority": priorities,
-            "status": ["new"] * k,
             "sla_due_at": sla_due,
             "sla_minutes": sla_minutes,
             "next_escalation_at": sla_due,
-            "escalation_level": [0] * k,
-            "assignee": [None] * k,
             "rules": routed_by,
             "tags": tags,
-            "created_at": [now] * k,
-            "updated_at": [now] * k,
-            "routed_at": [now] * k,
-            "version": [1] * k,
+        }
+        new_assignment = {
+            "status": "new",
+            "escalation_level": 0,
+            "assignee": None,
+            "created_at": now,
+            "updated_at": now,
+            "routed_at": now,
+            "version": 1,
         }
         await insert_ignore_tables(
             self._sessions,
             [
-                TableRows(MentionRow, mentions, ("id",)),
+                TableRows(
+                    MentionRow, mentions, ("id",), constants={"routed_at": now, "rules_version": version}
+                ),
                 TableRows(
                     MentionTopicRow, {"mention_id": topic_ids, "topic": topic_names}, ("mention_id", "topic")
                 ),
-                TableRows(AssignmentRow, assignments, ("mention_id", "department")),
+                TableRows(AssignmentRow, assignments, ("mention_id", "department"), constants=new_assignment),
             ],
         )
 

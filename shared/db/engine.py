@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -121,12 +121,14 @@ class JsonText(str):
 
 @dataclass(frozen=True)
 class TableRows:
-    """One table's rows for `insert_ignore_tables`, column by column: every list holds one value per row
-    (what the unnest arrays are made of, without a dictionary per row on the way)."""
+    """One table's rows for `insert_ignore_tables`, column by column: every list in `columns` holds one
+    value per row (what the unnest arrays are made of, without a dictionary per row on the way);
+    `constants` are the columns whose value is the same in every row, sent once."""
 
     model: type[Base]
     columns: Mapping[str, list[Any]]
     keys: tuple[str, ...]
+    constants: Mapping[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()), ()))
@@ -134,12 +136,15 @@ class TableRows:
     def rows(self) -> list[dict[str, Any]]:
         """The rows as dictionaries (the executemany path), JsonText parsed back for SQLAlchemy."""
         table = cast(Table, self.model.__table__)
-        names = list(self.columns)
-        values: list[list[Any]] = []
-        for name, column in self.columns.items():
+
+        def python(name: str, values: list[Any]) -> list[Any]:
             if isinstance(table.columns[name].type, JSON):
-                column = [orjson.loads(str(v)) if isinstance(v, JsonText) else v for v in column]
-            values.append(column)
+                return [orjson.loads(str(v)) if isinstance(v, JsonText) else v for v in values]
+            return values
+
+        names = [*self.columns, *self.constants]
+        values = [python(name, column) for name, column in self.columns.items()]
+        values += [python(name, [value] * len(self)) for name, value in self.constants.items()]
         return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
 
 
@@ -149,24 +154,31 @@ async def insert_ignore_tables(
     """INSERT … ON CONFLICT (keys) DO NOTHING of every table's rows, all or nothing.
 
     PostgreSQL: ONE statement for all the tables, one round trip (data-modifying CTEs, each an
-    `INSERT … SELECT * FROM unnest($1::type[], …)`), run on its own: a single statement is a transaction
-    by itself, so no BEGIN and COMMIT round trips. A row may reference another table's row of the same
-    statement (foreign keys are checked at its end). Elsewhere (SQLite), or when a table's rows leave out
-    a column with a Python-side default: `insert_ignore` per table, in order, in one transaction."""
+    `INSERT … SELECT u.*, $k, … FROM unnest($1::type[], …) AS u`), run on its own: a single statement is
+    a transaction by itself, so no BEGIN and COMMIT round trips. A row may reference another table's row
+    of the same statement (foreign keys are checked at its end). Elsewhere (SQLite), or when a table's
+    rows leave out a column with a Python-side default: `insert_ignore` per table, in order, in one
+    transaction."""
     tables = [t for t in tables if len(t)]
     if not tables:
         return
     async with sessions() as session:
         if session.get_bind().dialect.name == "postgresql":
             plan = _unnest_statement(
-                tuple((cast(Table, t.model.__table__), tuple(t.columns), t.keys) for t in tables)
+                tuple(
+                    (cast(Table, t.model.__table__), tuple(t.columns), tuple(t.constants), t.keys)
+                    for t in tables
+                )
             )
             if plan is not None:
                 sql, converters = plan
-                args = []
+                args: list[Any] = []
                 for t, table_converters in zip(tables, converters, strict=True):
-                    for convert, values in zip(table_converters, t.columns.values(), strict=True):
+                    columns = [*t.columns.values(), *([v] for v in t.constants.values())]
+                    for convert, values in zip(table_converters, columns, strict=True):
                         args.append(values if convert is None else convert(values))
+                    if t.constants:  # sent as scalars
+                        args[-len(t.constants) :] = [values[0] for values in args[-len(t.constants) :]]
                 connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                 await connection.exec_driver_sql(sql, tuple(args))
                 return
@@ -180,24 +192,45 @@ _ColumnConverter = Callable[[list[Any]], list[Any]]
 
 @functools.cache
 def _unnest_statement(
-    tables: tuple[tuple[Table, tuple[str, ...], tuple[str, ...]], ...],
+    tables: tuple[tuple[Table, tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...],
 ) -> tuple[str, list[list[_ColumnConverter | None]]] | None:
-    """`WITH t1 AS (INSERT … unnest …), … INSERT … unnest …` over `tables` (table, columns, conflict
-    keys), the parameters numbered on from one table to the next, and per column how its list becomes the
-    array asyncpg sends. None when a table cannot take the unnest path."""
+    """`WITH t0 AS (INSERT … unnest …), … INSERT … unnest …` over `tables` (table, array columns,
+    constant columns, conflict keys), the parameters numbered on from one table to the next, and per
+    column (arrays, then constants) how its values become what asyncpg sends. None when a table leaves
+    out a column with a Python-side default."""
     inserts: list[str] = []
     converters: list[list[_ColumnConverter | None]] = []
-    first = 1
-    for table, names, keys in tables:
-        unnest = _unnest_insert(table, names, keys, first)
-        if unnest is None:
+    n = 0
+    for table, names, constants, keys in tables:
+        given = {*names, *constants}
+        if any(c.name not in given and c.default is not None for c in table.columns):
             return None
-        inserts.append(unnest[0])
-        converters.append([_column_converter(table.columns[name].type) for name in names])
-        first += len(names)
+        arrays, scalars = [], []
+        for name in names:
+            n += 1
+            arrays.append(f"${n}::{_pg_type(table.columns[name].type)}[]")
+        for name in constants:
+            n += 1
+            scalars.append(f", ${n}::{_pg_type(table.columns[name].type)}")
+        quoted = ", ".join(f'"{c}"' for c in (*names, *constants))
+        conflict = ", ".join(f'"{k}"' for k in keys)
+        inserts.append(
+            f'INSERT INTO "{table.name}" ({quoted}) SELECT u.*{"".join(scalars)} '
+            f"FROM unnest({', '.join(arrays)}) AS u ON CONFLICT ({conflict}) DO NOTHING"
+        )
+        converters.append([_column_converter(table.columns[c].type) for c in (*names, *constants)])
     *ctes, last = inserts
     with_ = ", ".join(f"t{i} AS ({sql})" for i, sql in enumerate(ctes))
     return (f"WITH {with_} {last}" if ctes else last), converters
+
+
+def _pg_type(column_type: Any) -> str:
+    """The PostgreSQL type of a parameter for a column: a string without its length, since an explicit
+    cast to VARCHAR(n) cuts a longer value silently, where the insert's own assignment to the column
+    refuses it, as SQLAlchemy's insert does."""
+    if type(column_type) is String and column_type.length:
+        return "VARCHAR"
+    return str(column_type.compile(dialect=_PG))
 
 
 def _column_converter(column_type: Any) -> _ColumnConverter | None:
@@ -233,28 +266,21 @@ _PG: Any = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 @functools.cache
 def _unnest_insert(
-    table: Table, names: tuple[str, ...], keys: tuple[str, ...], first: int = 1
+    table: Table, names: tuple[str, ...], keys: tuple[str, ...]
 ) -> tuple[str, list[tuple[str, _Converter | None]]] | None:
     """PostgreSQL: `INSERT … SELECT * FROM unnest($1::type[], …) ON CONFLICT DO NOTHING`, one array per
     column and one statement per batch, and how to turn each column's values into what asyncpg sends.
 
     None when a column the rows leave out has a Python-side default, which only SQLAlchemy's own insert
-    applies; those rows take the executemany path. `first`: the number of the first parameter."""
+    applies; those rows take the executemany path."""
     given = set(names)
     if any(c.name not in given and c.default is not None for c in table.columns):
         return None
     converters: list[tuple[str, _Converter | None]] = []
     casts: list[str] = []
-    for i, name in enumerate(names, start=first):
+    for i, name in enumerate(names, start=1):
         column = table.columns[name]
-        # A string array without its length: an explicit cast to VARCHAR(n) would cut a longer value
-        # silently, where the insert's own assignment to the column refuses it, as SQLAlchemy's does.
-        array_of = (
-            "VARCHAR"
-            if type(column.type) is String and column.type.length
-            else column.type.compile(dialect=_PG)
-        )
-        casts.append(f"${i}::{array_of}[]")
+        casts.append(f"${i}::{_pg_type(column.type)}[]")
         converters.append((name, _converter(column.type)))
     quoted = ", ".join(f'"{n}"' for n in names)
     conflict = ", ".join(f'"{k}"' for k in keys)

@@ -169,15 +169,28 @@ def _columns(rows: list[dict[str, Any]], *, json_text: tuple[str, ...] = ()) -> 
     }
 
 
+# The assignments' columns that hold the same value in every row, sent once.
+CONSTANT = (
+    "status",
+    "assignee",
+    "created_at",
+    "updated_at",
+    "routed_at",
+    "escalation_level",
+    "version",
+    "tags",
+)
+
+
 def _tables(batch: list[int]) -> list[TableRows]:
     rows = [_rows(i) for i in batch]
+    assignments = _columns([a for _, _, asg in rows for a in asg])
+    constants = {name: assignments.pop(name)[0] for name in CONSTANT}
     return [
         # The labels as the router gives them (serialised once), the rest as Python values.
         TableRows(MentionRow, _columns([m for m, _, _ in rows], json_text=("classification",)), ("id",)),
         TableRows(MentionTopicRow, _columns([t for _, ts, _ in rows for t in ts]), ("mention_id", "topic")),
-        TableRows(
-            AssignmentRow, _columns([a for _, _, asg in rows for a in asg]), ("mention_id", "department")
-        ),
+        TableRows(AssignmentRow, assignments, ("mention_id", "department"), constants=constants),
     ]
 
 
