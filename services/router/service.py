@@ -36,6 +36,9 @@ from shared.stage import BatchResult, Stage
 from shared.workflow import escalate_due, relay_outbox
 
 _CE_SOURCE = "/mention-router/router"
+# A batch bigger than two parts is written part by part, overlapping with the work on the next part.
+_PART = 128
+_YIELD_EVERY = 32
 log = logging.getLogger(__name__)
 
 
@@ -78,29 +81,64 @@ class RouterService:
         return self.holder.rules
 
     async def handle(self, records: Sequence[Record]) -> BatchResult:
+        """Decode, evaluate and store the batch, then build its events. A large batch is written in parts
+        of `_PART` mentions, each one statement, while the next part is decoded and evaluated and, for the
+        last, while the events are built: the router's CPU and the database's overlap. The offsets move
+        only once every part is stored (a failed part fails the batch, which the stage retries; the parts
+        stored already change nothing the second time)."""
         result = BatchResult()
         decided: dict[str, _Decided] = {}
+        part: dict[str, _Decided] = {}
         rules = self.rules
-        for record in records:
-            try:
-                event = decode(record, MentionClassified)
-                decision = rules.evaluate(event.mention, event.classification)
-                c = event.classification
-                # The labels as JSON once: stored as they are and copied into every department's event.
-                decided[event.mention.id] = _Decided(event, decision, c.__pydantic_serializer__.to_json(c))
-            except Exception as exc:  # noqa: BLE001 - a record that cannot be routed is dead-lettered
-                result.dead.append((record, exc))
-        if not decided:
-            return result
         now = self._clock()
         version = _version(rules)
         due = _Due(now)
-        await self._store(decided, now, version, due)
-        for d in decided.values():
-            if d.event.mention.near_duplicate_of is not None:
-                continue  # stored, linked to its original, and not routed a second time
-            result.out.extend(self._routed(d, now, version, due))
+        writing: asyncio.Task[None] | None = None
+        try:
+            for n, record in enumerate(records, start=1):
+                try:
+                    event = decode(record, MentionClassified)
+                    if (
+                        event.mention.id not in decided
+                    ):  # a duplicate within the batch: stored and routed once
+                        decision = rules.evaluate(event.mention, event.classification)
+                        c = event.classification
+                        # The labels as JSON once: stored as they are and copied into every event.
+                        d = _Decided(event, decision, c.__pydantic_serializer__.to_json(c))
+                        decided[event.mention.id] = part[event.mention.id] = d
+                except Exception as exc:  # noqa: BLE001 - a record that cannot be routed is dead-lettered
+                    result.dead.append((record, exc))
+                if len(part) >= _PART and len(records) - n >= _PART:
+                    writing = asyncio.create_task(self._store_after(writing, part, now, version, due))
+                    part = {}
+                if writing is not None and n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # the write in flight takes its next step
+            if part:
+                writing = asyncio.create_task(self._store_after(writing, part, now, version, due))
+            for n, d in enumerate(decided.values(), start=1):
+                if d.event.mention.near_duplicate_of is None:  # a near-duplicate is stored, not routed
+                    result.out.extend(self._routed(d, now, version, due))
+                if n % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        finally:
+            if writing is not None:
+                await asyncio.gather(writing, return_exceptions=True)
+        if writing is not None:
+            writing.result()  # the batch fails if a part could not be stored
         return result
+
+    async def _store_after(
+        self,
+        previous: asyncio.Task[None] | None,
+        decided: dict[str, _Decided],
+        now: datetime,
+        version: int | None,
+        due: _Due,
+    ) -> None:
+        """`_store` once the part before is stored (one at a time: they share the batch's order)."""
+        if previous is not None:
+            await previous
+        await self._store(decided, now, version, due)
 
     def _routed(self, d: _Decided, now: datetime, version: int | None, due: _Due) -> list[OutMessage]:
         """The MentionRouted events of one mention, one per department (shared.routed builds them: the

@@ -1,6 +1,6 @@
 """What the router's batch write stores, on PostgreSQL (one statement per batch) and on SQLite (the embedded
 default): every mention, topic and assignment exactly once whatever the duplicates inside a batch and
-across batches, each row holding what the event and the decision say."""
+across batches, each row holding what the event and the decision say; a large batch written in parts."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devsupport.factories import classified_event
@@ -105,3 +106,73 @@ async def test_duplicates_within_and_across_batches_are_stored_once(engine: Asyn
         assert (m.matched_rules, m.tags) == (list(decision.matched_rules), list(decision.tags))
         assert (m.ingested_at, m.classified_at, m.routed_at) == (e.ingested_at, e.classified_at, NOW)
         assert m.rules_version == int(rules.version)
+
+
+def _router(engine: AsyncEngine) -> RouterService:
+    settings = Settings().model_copy(update={"database_url": "unused", "bus": BusKind.MEMORY})
+    return RouterService(
+        settings=settings,
+        bus=MemoryBus(),
+        sessions=session_factory(engine),
+        rules=RuleSet.from_file(settings.routing_file),
+        clock=lambda: NOW,
+    )
+
+
+async def _counts(engine: AsyncEngine) -> tuple[int, int, int]:
+    async with session_factory(engine)() as session:
+        return (
+            len(list(await session.scalars(select(MentionRow.id)))),
+            len(list(await session.scalars(select(MentionTopicRow.topic)))),
+            len(list(await session.scalars(select(AssignmentRow.id)))),
+        )
+
+
+async def test_a_large_batch_written_in_parts_stores_and_routes_each_mention_once(
+    engine: AsyncEngine,
+) -> None:
+    router = _router(engine)
+    rules = router.rules
+    events = [classified_event(i) for i in range(400)]
+    # Over three parts, with duplicates of the first part's mentions in the last one.
+    batch = events + events[:20]
+    result = await router.handle(_records(batch))
+    assert not result.dead
+    per_mention = [len(rules.evaluate(e.mention, e.classification).assignments) for e in events]
+    assert len(result.out) == sum(per_mention)
+    assert len({(m.key, m.topic) for m in result.out}) == len(result.out), "each event once"
+    expected = (len(events), sum(len(e.classification.topics) for e in events), sum(per_mention))
+    assert await _counts(engine) == expected
+    # The same batch again changes nothing.
+    await router.handle(_records(batch))
+    assert await _counts(engine) == expected
+
+
+async def test_a_part_that_cannot_be_stored_fails_the_batch_and_the_retry_completes_it(pg_url: str) -> None:
+    engine = create_engine(pg_url)
+    try:
+        router = _router(engine)
+        events = [classified_event(i) for i in range(400)]
+        bad = events[300]
+        events[300] = bad.model_copy(
+            update={"mention": bad.mention.model_copy(update={"url": "https://e.example/" + "x" * 2000})}
+        )
+        with pytest.raises(DBAPIError, match="too long"):
+            await router.handle(_records(events))
+        # The two parts before the one holding it are stored (their offsets are not committed).
+        assert (await _counts(engine))[0] == 256
+        # What the stage does next: the records one by one; the parts stored already change nothing.
+        for event in events:
+            try:
+                await router.handle(_records([event]))
+            except DBAPIError:
+                assert event is events[300]
+        good = events[:300] + events[301:]
+        rules = router.rules
+        assert await _counts(engine) == (
+            399,
+            sum(len(e.classification.topics) for e in good),
+            sum(len(rules.evaluate(e.mention, e.classification).assignments) for e in good),
+        )
+    finally:
+        await engine.dispose()
