@@ -1,6 +1,8 @@
-"""Router: `mentions.classified` → rules → PostgreSQL (one transaction per batch) → department topics.
+"""Router: `mentions.classified` → rules → PostgreSQL → department topics.
 
-Offsets are committed by the stage only after the database commit and the acknowledged publishes.
+A batch is stored in one statement (mentions, topics and assignments; a batch of more than two parts of
+`_PART` mentions in one statement per part, overlapping with the work on the next part). Offsets are
+committed by the stage only after every part is stored and the publishes are acknowledged.
 Beside the stage, each replica runs four small loops: it picks up a newly activated rule set, escalates
 assignments past their SLA, raises spike alerts (shared/alerts.py), and publishes the outbox
 (escalations, reassignments, alerts).
