@@ -97,7 +97,7 @@ async def test_the_classifier_publishes_every_mention_once_and_commits(
 
 
 async def test_an_aborted_transaction_publishes_nothing_and_moves_no_offset(kafka: KafkaEnv) -> None:
-    settings = kafka.settings(exactly_once=True)
+    settings = kafka.settings(exactly_once=True, topic_partitions=1)
     bus = KafkaBus(settings)
     await bus.start()
     group = settings.group("classifier")
@@ -112,9 +112,11 @@ async def test_an_aborted_transaction_publishes_nothing_and_moves_no_offset(kafk
         while len(records) < 5 and time.monotonic() < deadline:
             records += await consumer.getmany(timeout_ms=500, max_records=100)
         assert len(records) == 5
-        outputs = [OutMessage(topic=out_topic, key=r.key, value=b"out") for r in records]
+        # 300 KB each on one partition: every output fills a record batch of its own (262,144 bytes at
+        # most), which the bus hands to the producer as soon as the next one does not fit.
+        outputs = [OutMessage(topic=out_topic, key=r.key, value=b"o" * 300_000) for r in records]
         # The last message is over the producer's size limit: the send fails mid-transaction, after the
-        # first four were written to the log, and the transaction is aborted.
+        # first batches went to the log, and the transaction is aborted.
         too_big = OutMessage(topic=out_topic, key="big", value=b"x" * (5 * 1024 * 1024))
         with pytest.raises(MessageSizeTooLargeError):
             await bus.send_in_transaction([*outputs[:4], too_big], records, consumer=consumer, group_id=group)
@@ -126,7 +128,8 @@ async def test_an_aborted_transaction_publishes_nothing_and_moves_no_offset(kafk
         uncommitted = await _read_all(
             settings.kafka_bootstrap_servers, out_topic, isolation_level="read_uncommitted"
         )
-        assert len(uncommitted) == 4  # written, then aborted: only read_uncommitted consumers see them
+        # Written, then aborted: only read_uncommitted consumers see them.
+        assert 0 < len(uncommitted) <= 4
 
         # The retry commits: the outputs become visible and the offsets move, together.
         await bus.send_in_transaction(outputs, records, consumer=consumer, group_id=group)
