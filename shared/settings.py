@@ -403,6 +403,16 @@ class Settings(BaseSettings):
         ge=0,
         le=300,
     )
+    api_queue_stats_max_age_s: float = Field(
+        description=(
+            "`GET /v1/queues`: each API process reads the queue statistics of every department at most once "
+            "in this many seconds (on a grid of this step, so replicas agree) and answers from that "
+            "snapshot, whose time is the answer's `as_of`. 0: read them for every request."
+        ),
+        default=2.0,
+        ge=0,
+        le=300,
+    )
     api_rate_limit_per_s: float = Field(
         description=(
             "Requests per second per key (per anonymous client without keys), per API process: a token "

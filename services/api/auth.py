@@ -148,13 +148,13 @@ async def get_principal(
     return principal
 
 
-def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if not principal.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin key")
     return principal
 
 
-def require_push(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def require_push(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if not principal.can_push():
         raise HTTPException(status.HTTP_403_FORBIDDEN, "pushing mentions needs a key with the `push` scope")
     return principal

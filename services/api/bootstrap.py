@@ -28,4 +28,4 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    run_process(serve)
+    run_process(serve, uvloop=True)

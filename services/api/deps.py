@@ -19,13 +19,17 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    """The request's session: in autocommit for a GET (it only reads), else in one transaction that the
+    route commits."""
+    sessions: async_sessionmaker[AsyncSession] = (
+        request.app.state.read_sessions if request.method == "GET" else request.app.state.sessions
+    )
     session = sessions()
     try:
         yield session
@@ -72,7 +76,7 @@ class BusHolder:
             await self._bus.stop()
 
 
-def get_actor(
+async def get_actor(
     principal: Annotated[Principal, Depends(get_principal)],
     x_actor: Annotated[
         str | None,

@@ -45,7 +45,7 @@ class Filters(BaseModel):
     q: str | None = None
 
 
-def read_filters(
+async def read_filters(
     department: Annotated[list[Department] | None, Query(description="Repeat for several.")] = None,
     status_: Annotated[list[Status] | None, Query(alias="status", description="Assignment status.")] = None,
     priority: Annotated[list[Priority] | None, Query()] = None,

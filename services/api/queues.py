@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.api import conditional
 from services.api.auth import PrincipalDep
-from services.api.deps import SessionDep
+from services.api.deps import SessionDep, SettingsDep
 from services.api.queries import queues as queries
 from shared.events import utcnow
 from shared.settings import DEPARTMENTS
@@ -41,6 +43,10 @@ class QueueStats(BaseModel):
 
 class Queues(BaseModel):
     window_hours: int
+    as_of: datetime = Field(
+        description="The time of the statistics: overdue is counted and ages are measured at this time, "
+        "and the counts were read at most `MR_API_QUEUE_STATS_MAX_AGE_S` after it."
+    )
     departments: list[QueueStats]
 
 
@@ -77,45 +83,116 @@ class _Medians:
             return {d: self.values[(d, window_hours)][1] for d in departments}
 
 
-def _medians(request: Request) -> _Medians:
-    """The app's cache of medians, made on first use."""
-    cache: _Medians | None = getattr(request.app.state, "queue_medians", None)
+@dataclass(frozen=True)
+class _Snapshot:
+    """Every department's statistics but the median, read together at `as_of`."""
+
+    as_of: datetime
+    by_status: dict[str, dict[str, int]]
+    by_priority: dict[str, dict[str, int]]
+    overdue: dict[str, int]
+    oldest: dict[str, datetime]
+
+
+class _Statistics:
+    """Per API process: the latest snapshot and the medians. Tools poll the queues; the snapshot is read
+    again when its time step has passed, by one request while the others wait for it."""
+
+    def __init__(self) -> None:
+        self.snapshot: _Snapshot | None = None
+        self.lock = asyncio.Lock()
+        self.medians = _Medians()
+
+    async def current(self, session: AsyncSession, step_s: float) -> _Snapshot:
+        as_of = _step(utcnow(), step_s)
+        if self.snapshot is not None and self.snapshot.as_of == as_of:
+            return self.snapshot
+        async with self.lock:
+            if self.snapshot is None or self.snapshot.as_of != as_of:
+                departments = list(DEPARTMENTS)
+                by_status, by_priority = await queries.counts(session, departments)
+                self.snapshot = _Snapshot(
+                    as_of=as_of,
+                    by_status=by_status,
+                    by_priority=by_priority,
+                    overdue=await queries.overdue_counts(session, departments, as_of),
+                    oldest=await queries.oldest_open(session, departments),
+                )
+            return self.snapshot
+
+
+def _step(now: datetime, step_s: float) -> datetime:
+    """`now` rounded down to the grid of `step_s` seconds (every replica on the same grid); `now` for 0."""
+    if step_s <= 0:
+        return now
+    epoch = now.timestamp()
+    return datetime.fromtimestamp(epoch - epoch % step_s, tz=UTC)
+
+
+def _statistics(request: Request) -> _Statistics:
+    """The app's statistics cache, made on first use."""
+    cache: _Statistics | None = getattr(request.app.state, "queue_statistics", None)
     if cache is None:
-        cache = request.app.state.queue_medians = _Medians()
+        cache = request.app.state.queue_statistics = _Statistics()
     return cache
 
 
-@queues_api.get("/queues", response_model=Queues, tags=["mentions", "queues"])
+@queues_api.get(
+    "/queues",
+    response_model=Queues,
+    tags=["mentions", "queues"],
+    responses={304: {"description": "Not modified: no count, overdue count, oldest or median changed"}},
+)
 async def queues(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
+    settings: SettingsDep,
     window_hours: Annotated[
         int, Query(ge=1, le=24 * 90, description="For the median time to first response.")
     ] = 168,
-) -> Queues:
+) -> Response:
     """Per department the caller may read: counts by status and priority, overdue count, the age of the
-    oldest open assignment and the median time to first response."""
-    now = utcnow()
+    oldest open assignment and the median time to first response.
+
+    The counts are kept by the database as assignments change; each API process reads them, counts
+    the overdue assignments and finds the oldest open ones at most every `MR_API_QUEUE_STATS_MAX_AGE_S`
+    (`as_of`). The `ETag` stays the same while none of the figures changes (the ages grow with `as_of`):
+    send it as `If-None-Match` to get a 304 (docs/api.md#polling)."""
+    statistics = _statistics(request)
+    snap = await statistics.current(session, settings.api_queue_stats_max_age_s)
     departments = [d for d in DEPARTMENTS if d in principal.readable]
-    by_status, by_priority = await queries.counts(session, departments)
-    overdue = await queries.overdue_counts(session, departments, now)
-    oldest = await queries.oldest_open(session, departments)
-    medians = await _medians(request).get(session, departments, window_hours, now)
-    return Queues(
+    medians = await statistics.medians.get(session, departments, window_hours, snap.as_of)
+    parts: list[object] = ["queues", window_hours]
+    for d in departments:
+        parts += [
+            sorted(snap.by_status[d].items()),
+            sorted(snap.by_priority[d].items()),
+            snap.overdue.get(d, 0),
+            snap.oldest.get(d),
+            medians.get(d),
+        ]
+    tag = conditional.etag(principal, parts)
+    if conditional.is_fresh(request, tag, snap.as_of, exact=True):
+        return conditional.not_modified(tag, snap.as_of, exact=True)
+    body = Queues(
         window_hours=window_hours,
+        as_of=snap.as_of,
         departments=[
             QueueStats(
                 department=d,
-                total=sum(by_status[d].values()),
-                by_status=by_status[d],
-                open=sum(by_priority[d].values()),
-                open_by_priority=by_priority[d],
-                overdue=overdue.get(d, 0),
-                oldest_open_age_s=round((now - oldest[d]).total_seconds(), 1) if d in oldest else None,
+                total=sum(snap.by_status[d].values()),
+                by_status=snap.by_status[d],
+                open=sum(snap.by_priority[d].values()),
+                open_by_priority=snap.by_priority[d],
+                overdue=snap.overdue.get(d, 0),
+                oldest_open_age_s=(
+                    round((snap.as_of - snap.oldest[d]).total_seconds(), 1) if d in snap.oldest else None
+                ),
                 median_first_response_s=medians.get(d, (None, 0))[0],
                 responded_in_window=medians.get(d, (None, 0))[1],
             )
             for d in departments
         ],
     )
+    return conditional.json_response(body.model_dump_json().encode(), tag, snap.as_of, exact=True)

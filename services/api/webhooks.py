@@ -155,7 +155,7 @@ class DeliveryPage(BaseModel):
     )
 
 
-def get_worker(request: Request) -> WebhookWorker:
+async def get_worker(request: Request) -> WebhookWorker:
     worker: WebhookWorker = request.app.state.webhooks
     return worker
 

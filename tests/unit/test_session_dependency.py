@@ -18,7 +18,9 @@ class _Unclosable:
 
 
 def _request() -> Any:
-    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(sessions=_Unclosable)))
+    return SimpleNamespace(
+        method="POST", app=SimpleNamespace(state=SimpleNamespace(sessions=_Unclosable, read_sessions=None))
+    )
 
 
 async def test_a_failed_close_after_an_answer_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,49 @@
+"""The API's hottest reads on PostgreSQL, straight through asyncpg.
+
+A list page or a mention's detail took 3-6 ms of the API's CPU per request, most of it in SQLAlchemy's ORM
+layer around five cheap statements: building the expressions, their cache keys, ORM result processing, a
+type processor per value (python -m bench.api_bench, docs/performance.md). The fixed-shape statements of
+those reads are written here once as SQL over the models' own column names and run on the session's
+asyncpg connection (its prepared-statement cache); the result is the same values the ORM would give
+(asyncpg returns `timestamptz` in UTC and decodes JSON with the engine's codec). Other databases (SQLite,
+the embedded default) take the SQLAlchemy path beside each caller; the API tests run both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Column, Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def connection(session: AsyncSession) -> Any | None:
+    """The session's asyncpg connection, or None on another database."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+def columns(table: Any, names: Iterable[str] | None = None) -> str:
+    """`names` of `table` (default: every column) as a select list, checked against the model."""
+    t: Table = table.__table__ if hasattr(table, "__table__") else table
+    cols: list[Column[Any]] = list(t.columns) if names is None else [t.columns[n] for n in names]
+    return ", ".join(f"{t.name}.{c.name}" for c in cols)
+
+
+class Row:
+    """A driver row read by attribute, as the public models read ORM rows (schemas.RowModel)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
