@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -58,7 +59,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from bench import api_data, infra
-from bench.api_load import CpuTracker, Vegeta, closed_loop, install_vegeta, open_loop, summarise
+from bench.api_load import OK, CpuTracker, Vegeta, closed_loop, install_vegeta, open_loop, summarise
 from bench.api_plans import plan_table, plans
 from bench.api_workload import (
     LIST_TEMPLATES,
@@ -67,6 +68,7 @@ from bench.api_workload import (
     QUEUE_TEMPLATES,
     SCOPED_DEPARTMENT,
     Catalog,
+    Request,
     workload,
 )
 from bench.pipeline import BenchFailure, RssSampler
@@ -344,7 +346,9 @@ async def _phases(
     phases: dict[str, Any] = {}
     seed = args.seed
 
-    async def measure(name: str, classes: dict[str, float], rate: float | None, seconds: float) -> None:
+    async def measure(
+        name: str, classes: dict[str, float], rate: float | None, seconds: float, *, revalidate: bool = False
+    ) -> None:
         nonlocal seed
         seed += 1
         tracking = asyncio.Event()
@@ -354,6 +358,8 @@ async def _phases(
         else:
             requests = workload(max(1, int(rate * seconds)), catalog, classes=classes, seed=seed)
             _say(f"{name}: {len(requests):,} requests at {rate:g}/s")
+        if revalidate:
+            requests = await _with_etags(client, requests, headers)
         attack = tool.prepare(requests, rate=rate, seconds=seconds, workers=args.workers) if tool else None
         cpu.start()
         tracker = asyncio.create_task(cpu.run(tracking))
@@ -389,7 +395,7 @@ async def _phases(
         }
         if rate is not None:
             phase["achieved_per_s"] = round(n / timing["finished_s"], 1)
-        errors = [s for s in samples if s.status != 200]
+        errors = [s for s in samples if s.status not in OK]
         if errors:
             phase["first_errors"] = [
                 {
@@ -413,7 +419,22 @@ async def _phases(
     if not args.no_alone and not args.quick:
         for cls in ("list", "queues", "detail"):
             await measure(f"{cls} alone", {cls: 1.0}, args.rate, args.seconds)
+        # Tools polling with the ETag they were given (If-None-Match): what a revalidation costs.
+        for cls in ("detail", "list", "queues"):
+            await measure(f"{cls} revalidated", {cls: 1.0}, args.rate, args.seconds, revalidate=True)
     return phases
+
+
+async def _with_etags(
+    client: httpx.AsyncClient, requests: list[Request], headers: dict[str, dict[str, str]]
+) -> list[Request]:
+    """`requests` as revalidations: each with the ETag the API gave for its URL and key just before."""
+    tags: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
+    for r in requests:
+        at = (r.key, r.path, r.params)
+        if at not in tags:
+            tags[at] = (await client.get(r.path, params=r.params, headers=r.headers(headers))).headers["etag"]
+    return [dataclasses.replace(r, if_none_match=tags[(r.key, r.path, r.params)]) for r in requests]
 
 
 def targets(result: dict[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,13 @@ class Request:
     key: str  # admin | scoped
     path: str
     params: tuple[tuple[str, str], ...] = ()
+    if_none_match: str | None = None  # a revalidation: the ETag of an earlier answer
+
+    def headers(self, by_key: dict[str, dict[str, str]]) -> dict[str, str]:
+        """The request's headers: its key's, and If-None-Match for a revalidation."""
+        if self.if_none_match is None:
+            return by_key[self.key]
+        return {**by_key[self.key], "If-None-Match": self.if_none_match}
 
 
 @dataclass

@@ -25,8 +25,9 @@ _COMPILED: LRUCache[Any, Any] = LRUCache(500)
 
 
 async def connection(session: AsyncSession) -> Any | None:
-    """The session's asyncpg connection, or None on another database."""
-    if session.get_bind().dialect.name != "postgresql":
+    """The session's asyncpg connection, or None on another database (or for a session made with
+    `info={"driver_reads": False}`, e.g. by the bench's EXPLAIN, which records SQLAlchemy's statements)."""
+    if session.get_bind().dialect.name != "postgresql" or session.info.get("driver_reads") is False:
         return None
     conn = await session.connection()
     raw = await conn.get_raw_connection()
