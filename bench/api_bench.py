@@ -218,6 +218,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         "timestamp": stamp,
         "mode": mode,
         "label": args.label,
+        "api_checkout": str(args.api_checkout) if args.api_checkout else None,
         "command": " ".join(["python -m bench.api_bench", *sys.argv[1:]]),
         "machine": {**infra.machine(), "postgres": await infra.postgres_version(server_url)},
         "parameters": {
@@ -289,7 +290,7 @@ async def _measure(
         "MR_TOPIC_PREFIX": f"apibench{secrets.token_hex(3)}.",
         "PYTHONUNBUFFERED": "1",
     }
-    services = ServiceProcesses(env, logs, failure=BenchFailure)
+    services = ServiceProcesses(env, logs, failure=BenchFailure, root=args.api_checkout or REPO_ROOT)
     services.start("api", "api")
     # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them under a request.
     limits = httpx.Limits(
@@ -541,6 +542,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight at most (connections), 64")
     p.add_argument("--workers", type=int, default=16, help="clients of the closed-loop capacity phase (16)")
     p.add_argument("--plans-only", action="store_true", help="only EXPLAIN the statements (with --reuse)")
+    p.add_argument(
+        "--api-checkout",
+        type=Path,
+        metavar="DIR",
+        help="run the API of another checkout (e.g. a git worktree of an older commit): before/after figures",
+    )
     p.add_argument("--seed", type=int, default=6)
     p.add_argument("--label", default="", help="a note stored in the results")
     p.add_argument("--out", type=Path, help="results file (default bench/results/api-<timestamp>.json)")

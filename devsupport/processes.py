@@ -34,8 +34,17 @@ def free_port() -> int:
 
 
 class ServiceProcesses:
-    def __init__(self, env: dict[str, str], logs: Path, *, failure: type[Exception] = AssertionError) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        logs: Path,
+        *,
+        failure: type[Exception] = AssertionError,
+        root: Path = REPO_ROOT,
+    ) -> None:
+        """`root`: the checkout whose services run (another one for a before/after comparison)."""
         self.env = env
+        self.root = root
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._files: list[IO[bytes]] = []
@@ -47,7 +56,7 @@ class ServiceProcesses:
         self._files.append(log)
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", f"services.{service}"],
-            cwd=REPO_ROOT,
+            cwd=self.root,
             env={**self.env, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -8,13 +8,17 @@ ratio, what a key may see) are computed by a function beside the route, which sa
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints, model_validator
 
 from services.api.inputs import RequestModel, UtcDatetime
 from shared.db.models import AWAITING_STATUSES
+
+# A URL the database stores (mentions.url, in_reply_to: 2,000 characters; AnyHttpUrl alone allows 2,083,
+# and the router would dead-letter the mention instead of the API refusing it).
+StoredUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2000)]
 
 
 class RowModel(BaseModel):
@@ -205,7 +209,7 @@ class MentionPush(RequestModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="Where it came from.",
     )
-    url: AnyHttpUrl
+    url: StoredUrl
     title: str = Field(default="", max_length=1_000)
     text: str = Field(max_length=100_000)
     author: str = Field(default="", max_length=300)
@@ -214,7 +218,7 @@ class MentionPush(RequestModel):
     )
     published_at: UtcDatetime | None = None
     kind: Literal["post", "comment"] = "post"
-    in_reply_to: AnyHttpUrl | None = None
+    in_reply_to: StoredUrl | None = None
     language: str | None = Field(default=None, min_length=2, max_length=8)
     influence: int = Field(default=1, ge=1, le=3)
 

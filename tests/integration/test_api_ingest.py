@@ -75,6 +75,9 @@ async def test_push_rejects_bad_input_with_422(api: httpx.AsyncClient, settings:
         _post(0, published_at="2026-11-20T10:00:00"),  # no time zone
         _post(0, surprise=1),
         {"source": "x"},
+        # longer than mentions.url / in_reply_to store (2,000): refused here, not dead-lettered later
+        _post(0, url="https://example.com/" + "a" * 1981),
+        _post(0, in_reply_to="https://example.com/" + "a" * 1981),
     ]
     for body in cases:
         response = await api.post("/v1/mentions", json=body)
