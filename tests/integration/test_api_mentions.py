@@ -238,3 +238,30 @@ async def test_one_departments_status_priority_and_overdue_lists_page_through_it
             ], (department, params)
     product_new = [m["id"] for m in await _all(api, department="product", status="new")]
     assert newest["id"] in product_new
+
+
+async def test_sparse_filters_read_through_the_assignments_give_the_walks_answer(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter on an assignment attribute in several departments reads the matching assignments when the
+    kept counts say they are few (services/api/queries/mentions.py SPARSE_ASSIGNMENTS), else walks the
+    mentions: both give the same pages, in both orders, with cursors, with mention filters beside."""
+    from services.api.queries import mentions as queries
+
+    filters: list[dict[str, Any]] = [
+        {"status": "new"},
+        {"priority": "P1"},
+        {"priority": ["P1", "P2"], "department": ["support", "pr"]},
+        {"overdue": "true"},
+        {"status": "new", "topic": "bug"},
+        {"status": "new", "sentiment": "negative", "sort": "routed_at"},
+        {"priority": "P2", "sort": "routed_at"},
+    ]
+    for params in filters:
+        monkeypatch.setattr(queries, "SPARSE_ASSIGNMENTS", 10**9)
+        through_assignments = await _all(api, **params)
+        monkeypatch.setattr(queries, "SPARSE_ASSIGNMENTS", -1)
+        walked = await _all(api, **params)
+        assert [m["id"] for m in through_assignments] == [m["id"] for m in walked], params
+        assert walked, params
+        assert len({m["id"] for m in walked}) == len(walked), params  # each mention once
