@@ -447,30 +447,28 @@ async def mention_view(session: AsyncSession, principal: Principal, mention_id: 
 
 async def activity_of(session: AsyncSession, mention_id: str, departments: Sequence[str]) -> Sequence[Any]:
     """The activity of the mention's assignments in `departments`, oldest first."""
-    pg = await driver.connection(session)
-    if pg is not None:
-        return [driver.Row(r) for r in await pg.fetch(_ACTIVITY_SQL, mention_id, list(departments))]
-    return list(
-        await session.scalars(
-            select(ActivityRow)
-            .where(ActivityRow.mention_id == mention_id, ActivityRow.department.in_(departments))
-            .order_by(ActivityRow.id)
-        )
-    )
+    return await _departments_rows(session, ActivityRow, _ACTIVITY_SQL, mention_id, departments)
 
 
 async def replies_of(session: AsyncSession, mention_id: str, departments: Sequence[str]) -> Sequence[Any]:
     """The replies recorded by `departments` for the mention, oldest first."""
+    return await _departments_rows(session, ReplyRow, _REPLIES_SQL, mention_id, departments)
+
+
+async def _departments_rows(
+    session: AsyncSession,
+    model: type[ActivityRow] | type[ReplyRow],
+    sql: str,
+    mention_id: str,
+    departments: Sequence[str],
+) -> Sequence[Any]:
+    """The mention's rows of `model` (activity, replies) in `departments`, oldest first: `sql` on
+    PostgreSQL, the same query through SQLAlchemy elsewhere."""
     pg = await driver.connection(session)
     if pg is not None:
-        return [driver.Row(r) for r in await pg.fetch(_REPLIES_SQL, mention_id, list(departments))]
-    return list(
-        await session.scalars(
-            select(ReplyRow)
-            .where(ReplyRow.mention_id == mention_id, ReplyRow.department.in_(departments))
-            .order_by(ReplyRow.id)
-        )
-    )
+        return [driver.Row(r) for r in await pg.fetch(sql, mention_id, list(departments))]
+    query = select(model).where(model.mention_id == mention_id, model.department.in_(departments))
+    return list(await session.scalars(query.order_by(model.id)))
 
 
 async def corrections_of(session: AsyncSession, mention_id: str) -> Sequence[Any]:
