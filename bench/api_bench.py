@@ -384,29 +384,7 @@ async def _phases(
         services.check_alive()
         if name == "warmup":
             return
-        n = len(samples)
-        phase: dict[str, Any] = {
-            "loop": "closed" if rate is None else "open",
-            "offered_per_s": rate,
-            "requests": n,
-            **timing,
-            "cpu": used,
-            "cpu_ms_per_request": {k: round(v / n * 1000, 2) for k, v in used["cpu_s"].items()},
-            **summarise(samples),
-        }
-        if rate is not None:
-            phase["achieved_per_s"] = round(n / timing["finished_s"], 1)
-        errors = [s for s in samples if s.status not in OK]
-        if errors:
-            phase["first_errors"] = [
-                {
-                    "path": e.request.path,
-                    "params": dict(e.request.params),
-                    "status": e.status,
-                    "error": e.error,
-                }
-                for e in errors[:5]
-            ]
+        phase = _phase_result(samples, timing, used, rate)
         phases[name] = phase
 
     await measure("warmup", MIX, None, args.warmup)
@@ -424,6 +402,31 @@ async def _phases(
         for cls in ("detail", "list", "queues"):
             await measure(f"{cls} revalidated", {cls: 1.0}, args.rate, args.seconds, revalidate=True)
     return phases
+
+
+def _phase_result(
+    samples: list[Any], timing: dict[str, Any], used: dict[str, Any], rate: float | None
+) -> dict[str, Any]:
+    """A phase's figures: timing, CPU per request by process, per-class latencies, the first errors."""
+    n = len(samples)
+    phase: dict[str, Any] = {
+        "loop": "closed" if rate is None else "open",
+        "offered_per_s": rate,
+        "requests": n,
+        **timing,
+        "cpu": used,
+        "cpu_ms_per_request": {k: round(v / n * 1000, 2) for k, v in used["cpu_s"].items()},
+        **summarise(samples),
+    }
+    if rate is not None:
+        phase["achieved_per_s"] = round(n / timing["finished_s"], 1)
+    errors = [s for s in samples if s.status not in OK]
+    if errors:
+        phase["first_errors"] = [
+            {"path": e.request.path, "params": dict(e.request.params), "status": e.status, "error": e.error}
+            for e in errors[:5]
+        ]
+    return phase
 
 
 async def _with_etags(

@@ -22,7 +22,7 @@ from typing import Any
 from bench import alone, infra
 from bench.alone import WARMUP
 from bench.generate import generate
-from bench.pipeline import BenchFailure, Database, RssSampler, _wait_groups, _wait_stored
+from bench.pipeline import BenchFailure, Database, RssSampler, _stop_meter, _wait_groups, _wait_stored
 from bench.relay import producer, send_all
 from devsupport.processes import ServiceProcesses, free_port
 from shared.bus.base import OutMessage
@@ -106,14 +106,8 @@ async def run_router(
                 started = time.perf_counter()
                 await send_all(prod, list(load))
                 finished = await _wait_stored(db, services, len(messages), stall_timeout_s=stall_timeout_s)
-                cpu = meter.stop()
-                # A backend the router's pool opened during the run (a batch written while the outbox
-                # relay held the other connection) did all its work in the run: without it, PostgreSQL's
-                # CPU came out at about half (its connections take turns).
-                opened = set(await db.backend_pids(database)) - set(groups["postgres"])
-                late = sum(infra.cpu_seconds(pid) for pid in opened)
-                cpu["cpu_s"]["postgres"] = round(cpu["cpu_s"]["postgres"] + late, 2)
-                cpu["other_cpu_s"] = round(max(0.0, cpu["other_cpu_s"] - late), 2)
+                # With the backends the router's pool opened during the run (bench.pipeline._stop_meter).
+                cpu = await _stop_meter(meter, db, database)
                 sampling.set()
                 await sampler_task
                 assignments = await db.assignments()
