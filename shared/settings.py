@@ -408,9 +408,10 @@ class Settings(BaseSettings):
     )
     api_queue_stats_max_age_s: float = Field(
         description=(
-            "`GET /v1/queues`: each API process reads the queue statistics of every department at most once "
-            "in this many seconds (on a grid of this step, so replicas agree) and answers from that "
-            "snapshot, whose time is the answer's `as_of`. 0: read them for every request."
+            "`GET /v1/queues`: each API process counts the overdue assignments and finds the oldest open "
+            "ones at most once in this many seconds (on a grid of this step, so replicas agree; the "
+            "answer's `as_of`); the counts by status and priority are read for every request. 0: all "
+            "for every request."
         ),
         default=2.0,
         ge=0,

@@ -1,5 +1,6 @@
-"""Conditional GETs: `ETag` and `Last-Modified` on the answers tools poll (a mention, a list page, the
-queue statistics), and `304 Not Modified` to `If-None-Match` / `If-Modified-Since` (RFC 9110 §13).
+"""Conditional GETs: an `ETag` on the answers tools poll (a mention, a list page, the queue statistics),
+`Last-Modified` where the API can date the last change (a mention), and `304 Not Modified` to
+`If-None-Match` / `If-Modified-Since` (RFC 9110 §13).
 
 A tool that polls sends back the `ETag` it was given; when nothing it would see has changed it gets a 304
 with no body, and the API has read only what decides that (services/api/queries/validators.py), not the
@@ -46,16 +47,13 @@ def none_match(request: Request) -> list[str] | None:
     return [t.strip().removeprefix("W/") for t in header.split(",") if t.strip()]
 
 
-def is_fresh(
-    request: Request, tag: str, last_modified: datetime | None = None, *, exact: bool = False
-) -> bool:
-    """Whether the client's copy (by `If-None-Match`, else by `If-Modified-Since`) is current. `exact`:
-    `last_modified` is the time of an immutable snapshot, shown even in the current second."""
+def is_fresh(request: Request, tag: str, last_modified: datetime | None = None) -> bool:
+    """Whether the client's copy (by `If-None-Match`, else by `If-Modified-Since`) is current."""
     tags = none_match(request)
     if tags is not None:
         return "*" in tags or tag.removeprefix("W/") in tags
     since = request.headers.get("if-modified-since")
-    shown = _shown(last_modified, exact)
+    shown = _shown(last_modified)
     if since is None or shown is None:
         return False
     try:
@@ -67,31 +65,27 @@ def is_fresh(
     return shown <= client
 
 
-def _shown(last_modified: datetime | None, exact: bool = False) -> datetime | None:
+def _shown(last_modified: datetime | None) -> datetime | None:
     """`last_modified` as an HTTP date can carry it (whole seconds), or None if it is the current
     second's (see the module's docstring)."""
     if last_modified is None:
         return None
     whole = last_modified.astimezone(UTC).replace(microsecond=0)
-    if exact:
-        return whole
     now = datetime.now(UTC).replace(microsecond=0)
     return whole if whole < now else None
 
 
-def headers(tag: str, last_modified: datetime | None = None, *, exact: bool = False) -> dict[str, str]:
+def headers(tag: str, last_modified: datetime | None = None) -> dict[str, str]:
     out = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
-    shown = _shown(last_modified, exact)
+    shown = _shown(last_modified)
     if shown is not None:
         out["Last-Modified"] = format_datetime(shown, usegmt=True)
     return out
 
 
-def not_modified(tag: str, last_modified: datetime | None = None, *, exact: bool = False) -> Response:
-    return Response(status_code=304, headers=headers(tag, last_modified, exact=exact))
+def not_modified(tag: str, last_modified: datetime | None = None) -> Response:
+    return Response(status_code=304, headers=headers(tag, last_modified))
 
 
-def json_response(
-    body: bytes, tag: str, last_modified: datetime | None = None, *, exact: bool = False
-) -> Response:
-    return Response(body, media_type="application/json", headers=headers(tag, last_modified, exact=exact))
+def json_response(body: bytes, tag: str, last_modified: datetime | None = None) -> Response:
+    return Response(body, media_type="application/json", headers=headers(tag, last_modified))

@@ -44,8 +44,9 @@ class QueueStats(BaseModel):
 class Queues(BaseModel):
     window_hours: int
     as_of: datetime = Field(
-        description="The time of the statistics: overdue is counted and ages are measured at this time, "
-        "and the counts were read at most `MR_API_QUEUE_STATS_MAX_AGE_S` after it."
+        description="When the overdue counts and the oldest open assignments were read (at most "
+        "`MR_API_QUEUE_STATS_MAX_AGE_S` ago): overdue is counted and ages are measured at this time. The "
+        "counts by status and priority are read for every request."
     )
     departments: list[QueueStats]
 
@@ -85,18 +86,17 @@ class _Medians:
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """Every department's statistics but the median, read together at `as_of`."""
+    """Every department's overdue count and oldest open assignment, read together at `as_of`."""
 
     as_of: datetime
-    by_status: dict[str, dict[str, int]]
-    by_priority: dict[str, dict[str, int]]
     overdue: dict[str, int]
     oldest: dict[str, datetime]
 
 
 class _Statistics:
-    """Per API process: the latest snapshot and the medians. Tools poll the queues; the snapshot is read
-    again when its time step has passed, by one request while the others wait for it."""
+    """Per API process: the latest snapshot and the medians. Tools poll the queues; the snapshot (what
+    changes with time as well as with the data) is read again when its time step has passed, by one
+    request while the others wait for it."""
 
     def __init__(self) -> None:
         self.snapshot: _Snapshot | None = None
@@ -110,11 +110,8 @@ class _Statistics:
         async with self.lock:
             if self.snapshot is None or self.snapshot.as_of != as_of:
                 departments = list(DEPARTMENTS)
-                by_status, by_priority = await queries.counts(session, departments)
                 self.snapshot = _Snapshot(
                     as_of=as_of,
-                    by_status=by_status,
-                    by_priority=by_priority,
                     overdue=await queries.overdue_counts(session, departments, as_of),
                     oldest=await queries.oldest_open(session, departments),
                 )
@@ -155,36 +152,39 @@ async def queues(
     """Per department the caller may read: counts by status and priority, overdue count, the age of the
     oldest open assignment and the median time to first response.
 
-    The counts are kept by the database as assignments change; each API process reads them, counts
-    the overdue assignments and finds the oldest open ones at most every `MR_API_QUEUE_STATS_MAX_AGE_S`
-    (`as_of`). The `ETag` stays the same while none of the figures changes (the ages grow with `as_of`):
-    send it as `If-None-Match` to get a 304 (docs/api.md#polling)."""
+    The counts are kept by the database as assignments change and read for every request; each API
+    process counts the overdue assignments and finds the oldest open ones at most every
+    `MR_API_QUEUE_STATS_MAX_AGE_S` (`as_of`). The `ETag` stays the same while none of the figures
+    changes (the ages grow with `as_of`): send it as `If-None-Match` to get a 304 (docs/api.md#polling)."""
     statistics = _statistics(request)
     snap = await statistics.current(session, settings.api_queue_stats_max_age_s)
     departments = [d for d in DEPARTMENTS if d in principal.readable]
+    # Current on every request (a few rows the triggers keep): a change shows at once.
+    by_status, by_priority = await queries.counts(session, departments)
     medians = await statistics.medians.get(session, departments, window_hours, snap.as_of)
     parts: list[object] = ["queues", window_hours]
     for d in departments:
         parts += [
-            sorted(snap.by_status[d].items()),
-            sorted(snap.by_priority[d].items()),
+            sorted(by_status[d].items()),
+            sorted(by_priority[d].items()),
             snap.overdue.get(d, 0),
             snap.oldest.get(d),
             medians.get(d),
         ]
     tag = conditional.etag(principal, parts)
-    if conditional.is_fresh(request, tag, snap.as_of, exact=True):
-        return conditional.not_modified(tag, snap.as_of, exact=True)
+    # No Last-Modified: the counts change at times the API does not record.
+    if conditional.is_fresh(request, tag):
+        return conditional.not_modified(tag)
     body = Queues(
         window_hours=window_hours,
         as_of=snap.as_of,
         departments=[
             QueueStats(
                 department=d,
-                total=sum(snap.by_status[d].values()),
-                by_status=snap.by_status[d],
-                open=sum(snap.by_priority[d].values()),
-                open_by_priority=snap.by_priority[d],
+                total=sum(by_status[d].values()),
+                by_status=by_status[d],
+                open=sum(by_priority[d].values()),
+                open_by_priority=by_priority[d],
                 overdue=snap.overdue.get(d, 0),
                 oldest_open_age_s=(
                     round((snap.as_of - snap.oldest[d]).total_seconds(), 1) if d in snap.oldest else None
@@ -195,4 +195,4 @@ async def queues(
             for d in departments
         ],
     )
-    return conditional.json_response(body.model_dump_json().encode(), tag, snap.as_of, exact=True)
+    return conditional.json_response(body.model_dump_json().encode(), tag)
