@@ -20,7 +20,9 @@ from tests.faults.harness import FaultPipeline, expected_departments, generated
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.e2e]
 
-N = 5_000
+# Enough work that a fast stage is still mid-stream when it is killed the second time (at 5,000 the
+# rules-engine classifier once finished before the second kill).
+N = 10_000
 
 
 async def _progress(pipe: FaultPipeline, victim: str) -> tuple[int, int]:

@@ -11,14 +11,17 @@ the embedded default) take the SQLAlchemy path beside each caller; the API tests
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Column, Table
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import LRUCache
+
+T = TypeVar("T")
 
 # Compiled statements by their SQLAlchemy cache key: the list's statement differs by filter combination.
 _COMPILED: LRUCache[Any, Any] = LRUCache(500)
@@ -57,8 +60,24 @@ async def fetch(session: AsyncSession, statement: Select[Any]) -> Sequence[Mappi
         value = expanded.parameters[name]
         process = processors.get(name)
         args.append(process(value) if process is not None else value)
-    rows: Sequence[Mapping[str, Any]] = await pg.fetch(expanded.statement, *args)
+    rows: Sequence[Mapping[str, Any]] = await call(session, pg.fetch, expanded.statement, *args)
     return rows
+
+
+async def call(session: AsyncSession, method: Callable[..., Awaitable[T]], sql: str, *args: Any) -> T:
+    """`method(sql, *args)` on the session's asyncpg connection, its failure as SQLAlchemy would report it.
+
+    asyncpg's own errors do not reach SQLAlchemy, which would neither answer them with a 503
+    (services/api/errors.py) nor notice a dead connection. So after a failure the connection is asked
+    `SELECT 1` through SQLAlchemy: a dead one raises SQLAlchemy's error, and SQLAlchemy invalidates the
+    pool's connections (the API's pool has no pre-ping: an outage costs one failed request); a live one
+    leaves the statement's own error, raised as a DBAPIError."""
+    try:
+        return await method(sql, *args)
+    except Exception as exc:
+        connection = await session.connection()
+        await connection.exec_driver_sql("SELECT 1")
+        raise DBAPIError(sql, args, exc) from exc
 
 
 def columns(table: Any, names: Iterable[str] | None = None) -> str:

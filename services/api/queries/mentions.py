@@ -340,9 +340,11 @@ async def assignments_of(
     pg = await driver.connection(session)
     if pg is not None:
         if principal.all_departments:
-            rows = await pg.fetch(_ASSIGNMENTS_ALL, list(ids))
+            rows = await driver.call(session, pg.fetch, _ASSIGNMENTS_ALL, list(ids))
         else:
-            rows = await pg.fetch(_ASSIGNMENTS_SCOPED, list(ids), sorted(principal.readable))
+            rows = await driver.call(
+                session, pg.fetch, _ASSIGNMENTS_SCOPED, list(ids), sorted(principal.readable)
+            )
     else:
         query = select(*_ASSIGNMENT_COLUMNS).where(AssignmentRow.mention_id.in_(ids))
         if not principal.all_departments:
@@ -437,9 +439,11 @@ async def mention_view(session: AsyncSession, principal: Principal, mention_id: 
     if pg is None:
         return await visible_mention(session, principal, mention_id)
     if principal.all_departments:
-        row = await pg.fetchrow(_MENTION_SQL, mention_id)
+        row = await driver.call(session, pg.fetchrow, _MENTION_SQL, mention_id)
     else:
-        row = await pg.fetchrow(_MENTION_SCOPED_SQL, mention_id, sorted(principal.readable))
+        row = await driver.call(
+            session, pg.fetchrow, _MENTION_SCOPED_SQL, mention_id, sorted(principal.readable)
+        )
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"mention {mention_id!r} not found")
     return driver.Row(row)
@@ -466,7 +470,9 @@ async def _departments_rows(
     PostgreSQL, the same query through SQLAlchemy elsewhere."""
     pg = await driver.connection(session)
     if pg is not None:
-        return [driver.Row(r) for r in await pg.fetch(sql, mention_id, list(departments))]
+        return [
+            driver.Row(r) for r in await driver.call(session, pg.fetch, sql, mention_id, list(departments))
+        ]
     query = select(model).where(model.mention_id == mention_id, model.department.in_(departments))
     return list(await session.scalars(query.order_by(model.id)))
 
@@ -475,7 +481,7 @@ async def corrections_of(session: AsyncSession, mention_id: str) -> Sequence[Any
     """Every correction of the mention's labels, oldest first (who may see which: corrections.py)."""
     pg = await driver.connection(session)
     if pg is not None:
-        return [driver.Row(r) for r in await pg.fetch(_CORRECTIONS_SQL, mention_id)]
+        return [driver.Row(r) for r in await driver.call(session, pg.fetch, _CORRECTIONS_SQL, mention_id)]
     return list(
         await session.scalars(
             select(CorrectionRow).where(CorrectionRow.mention_id == mention_id).order_by(CorrectionRow.id)

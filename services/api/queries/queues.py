@@ -45,7 +45,7 @@ async def counts(
     rows: Any
     pg = await driver.connection(session)
     if pg is not None:  # every queues request reads these: straight through asyncpg (queries/driver.py)
-        rows = await pg.fetch(_COUNTS_SQL, list(departments))
+        rows = await driver.call(session, pg.fetch, _COUNTS_SQL, list(departments))
     else:
         rows = await session.execute(
             select(

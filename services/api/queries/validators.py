@@ -133,7 +133,7 @@ async def detail_state(session: AsyncSession, principal: Principal, mention_id: 
     pg = await driver.connection(session)
     if pg is None:
         return None
-    row = await pg.fetchrow(_DETAIL_STATE_SQL, mention_id, sorted(principal.readable))
+    row = await driver.call(session, pg.fetchrow, _DETAIL_STATE_SQL, mention_id, sorted(principal.readable))
     if row is None or (row["ids"] is None and not principal.all_departments):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"mention {mention_id!r} not found")
     columns = ("ids", "versions", "statuses", "responded", "due", "updated")
