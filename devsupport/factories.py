@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 from xml.sax.saxutils import escape
 
 from shared.classify import RuleEngine, Taxonomy
@@ -189,3 +191,23 @@ def classified_event(i: int, *, text: str | None = None, influence: int = 1) -> 
 @functools.cache
 def _engine() -> RuleEngine:
     return RuleEngine(Taxonomy.from_file(Settings().taxonomy_file))
+
+
+def memory_router(engine: Any, *, clock: Callable[[], datetime] | None = None) -> Any:
+    """A RouterService storing into `engine` (an AsyncEngine) with the default routing rules, its events
+    on an in-memory bus, at `clock`'s time (default: now): what store-level tests route with."""
+    from services.router.service import RouterService
+    from shared.bus import MemoryBus
+    from shared.db import session_factory
+    from shared.events import utcnow
+    from shared.routing import RuleSet
+    from shared.settings import BusKind
+
+    settings = Settings().model_copy(update={"database_url": "unused", "bus": BusKind.MEMORY})
+    return RouterService(
+        settings=settings,
+        bus=MemoryBus(),
+        sessions=session_factory(engine),
+        rules=RuleSet.from_file(settings.routing_file),
+        clock=clock or utcnow,
+    )

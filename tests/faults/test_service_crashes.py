@@ -20,8 +20,7 @@ from tests.faults.harness import FaultPipeline, expected_departments, generated
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres, pytest.mark.e2e]
 
-# Enough work that a fast stage is still mid-stream when it is killed the second time (at 5,000 the
-# rules-engine classifier once finished before the second kill).
+# Enough work that a fast stage is still mid-stream when it is killed the second time.
 N = 10_000
 
 
@@ -37,14 +36,16 @@ async def _progress(pipe: FaultPipeline, victim: str) -> tuple[int, int]:
 
 
 async def _kill_in_the_window(
-    pipe: FaultPipeline, victim: str, name: str, within: float = 5.0
+    pipe: FaultPipeline, victim: str, name: str, *, latest: int, within: float = 5.0
 ) -> dict[str, int]:
     """SIGKILL `name` in the moment hardest to survive if one comes within `within` s: a batch's output
-    durable, its offsets not committed yet. What was uncommitted at its death is measured afterwards."""
+    durable, its offsets not committed yet; else once it has committed `latest` records, so that it is
+    still mid-stream (each check takes a few Kafka requests, while a fast stage moves thousands a
+    second). What was uncommitted at its death is measured afterwards."""
     deadline = time.monotonic() + within
     while True:
         committed, output = await _progress(pipe, victim)
-        if output > committed or time.monotonic() > deadline or committed > N - 1_500:
+        if output > committed or time.monotonic() > deadline or committed >= latest:
             break
         await asyncio.sleep(0.005)
     assert committed < N, f"{victim} finished before it could be killed"
@@ -82,7 +83,7 @@ async def test_stage_killed_mid_batch_and_restarted(
             # The restarted process is killed only once it has made progress of its own.
             at_least = max(int(N * share), kills[-1]["committed"] + 500 if kills else 0)
             await pipe.wait_committed_at_least(victim, topic, at_least, within=90)
-            kills.append(await _kill_in_the_window(pipe, victim, name))
+            kills.append(await _kill_in_the_window(pipe, victim, name, latest=at_least + N // 10))
             await pipe.assert_committed_is_durable()
             name = pipe.start(victim, f"{victim}-{k + 2}")
         await pipe.wait_stored(N, within=120)

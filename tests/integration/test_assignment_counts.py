@@ -12,15 +12,13 @@ import pytest
 from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devsupport.factories import classified_event
+from devsupport.factories import classified_event, memory_router
 from services.router.service import RouterService
-from shared.bus import MemoryBus, Record
+from shared.bus import Record
 from shared.bus.codec import encode
 from shared.db import AssignmentRow, MentionRow, create_engine, session_factory
 from shared.db.models import AWAITING_STATUSES, OPEN_STATUSES
 from shared.events import Department
-from shared.routing import RuleSet
-from shared.settings import BusKind, Settings
 from shared.workflow import AWAITING_RESPONSE, OPEN, Action, escalate_due, reassign, transition
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -35,14 +33,8 @@ async def engine(request: pytest.FixtureRequest, pg_url: str, sqlite_url: str) -
 
 
 def _router(engine: AsyncEngine, clock: dict[str, datetime]) -> RouterService:
-    settings = Settings().model_copy(update={"database_url": "unused", "bus": BusKind.MEMORY})
-    return RouterService(
-        settings=settings,
-        bus=MemoryBus(),
-        sessions=session_factory(engine),
-        rules=RuleSet.from_file(settings.routing_file),
-        clock=lambda: clock["now"],
-    )
+    router: RouterService = memory_router(engine, clock=lambda: clock["now"])
+    return router
 
 
 async def _route(router: RouterService, first: int, n: int) -> None:

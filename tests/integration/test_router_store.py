@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devsupport.factories import classified_event
+from devsupport.factories import classified_event, memory_router
 from services.router.service import RouterService
 from shared.bus import MemoryBus, Record
 from shared.bus.codec import encode
@@ -109,14 +109,8 @@ async def test_duplicates_within_and_across_batches_are_stored_once(engine: Asyn
 
 
 def _router(engine: AsyncEngine) -> RouterService:
-    settings = Settings().model_copy(update={"database_url": "unused", "bus": BusKind.MEMORY})
-    return RouterService(
-        settings=settings,
-        bus=MemoryBus(),
-        sessions=session_factory(engine),
-        rules=RuleSet.from_file(settings.routing_file),
-        clock=lambda: NOW,
-    )
+    router: RouterService = memory_router(engine, clock=lambda: NOW)
+    return router
 
 
 async def _counts(engine: AsyncEngine) -> tuple[int, int, int]:
