@@ -277,8 +277,11 @@ class Settings(BaseSettings):
         ),
     )
     classifier_threads: int = Field(
-        description="ONNX Runtime threads per classifier process; scale out with processes.",
-        default=1,
+        description=(
+            "Texts the classifier's encoder runs at once, each on one core (ONNX Runtime, one thread per "
+            "run); a core or two per process, scale out with processes."
+        ),
+        default=2,
         ge=1,
         le=64,
     )

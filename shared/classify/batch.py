@@ -105,8 +105,9 @@ def labels_of(c: Classification) -> dict[str, Any]:
     }
 
 
-# Lines classified together: the model's encoder runs on batches of similar length.
-BATCH_LINES = 64
+# Lines classified together: the cascade reads the next mentions while the encoder runs on the unsure
+# ones of those before (CascadeEngine.CHUNK at a time), so a call keeps both cores busy.
+BATCH_LINES = 1024
 
 
 def classify_stream(

@@ -4,6 +4,7 @@ rule engine's topics, language and evidence, and give readable evidence for thei
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,9 @@ class CascadeEngine:
     vector) answer the rest, in one encoder batch per call."""
 
     name = "cascade"
+    # Mentions per step of the fast stage: small enough that the encoder starts early, large enough that
+    # its threads have several texts to share.
+    CHUNK = 16
 
     def __init__(self, learned: LearnedEngine, *, policy: CascadePolicy | None = None) -> None:
         if not learned.model.has_fast_stage:
@@ -189,19 +193,29 @@ class CascadeEngine:
         return self.classify_many([mention])[0]
 
     def classify_many(self, mentions: list[Mention]) -> list[Classification]:
-        learned = self.learned
-        analyses = [learned.rules.analyse(m) for m in mentions]
-        fast = learned.model.predict_many(analyses, stage="fast")
-        unsure = [i for i, p in enumerate(fast) if not self.policy.settles(p, self._thresholds)]
-        accurate = dict(
-            zip(
-                unsure,
-                learned.model.predict_many([analyses[i] for i in unsure]) if unsure else [],
-                strict=True,
-            )
-        )
+        """`CHUNK` mentions at a time: the fast stage reads a chunk while the encoder's threads encode
+        the texts the chunks before it left unsure (each text alone, so the labels are those of one
+        call per text)."""
+        learned, model = self.learned, self.learned.model
+        analyses: list[Analysis] = []
+        fast: list[Prediction] = []
+        pending: list[tuple[list[int], Future[FloatArray]]] = []
+        for start in range(0, len(mentions), self.CHUNK):
+            part = [learned.rules.analyse(m) for m in mentions[start : start + self.CHUNK]]
+            predictions = model.predict_many(part, stage="fast")
+            unsure = [
+                start + i for i, p in enumerate(predictions) if not self.policy.settles(p, self._thresholds)
+            ]
+            analyses += part
+            fast += predictions
+            if unsure:
+                pending.append((unsure, model.embed_later([analyses[i] for i in unsure])))
+        accurate: dict[int, Prediction] = {}
+        for unsure, vectors in pending:
+            chosen = [analyses[i] for i in unsure]
+            accurate.update(zip(unsure, model.predict_many(chosen, embedded=vectors.result()), strict=True))
         self.classified += len(mentions)
-        self.escalated += len(unsure)
+        self.escalated += len(accurate)
         return [
             learned.from_prediction(
                 a,

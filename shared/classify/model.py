@@ -21,9 +21,10 @@ import hashlib
 import itertools
 import json
 import math
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -129,7 +130,7 @@ Prediction = dict[str, tuple[FloatArray, list[str]]]
 class EncoderOptions:
     """How the service runs the artifact's encoder (MR_CLASSIFIER_THREADS, MR_CLASSIFIER_MAX_TOKENS)."""
 
-    threads: int = 1
+    threads: int = 2  # texts encoded at once, each on one thread (as MR_CLASSIFIER_THREADS)
     max_tokens: int | None = None  # None: the length the model was trained with
     # Texts per encoder run: one, so that a text's labels never depend on the texts beside it (see
     # OnnxEncoder.encode); as fast as batches on this CPU.
@@ -212,14 +213,20 @@ class LinearModel:
             )
         return graph, tokenizer
 
+    def embed_later(self, analyses: list[Analysis]) -> Future[FloatArray]:
+        """The sentence vectors of these analyses, computed on the encoder's threads while the caller
+        goes on; pass them to `predict_many(..., embedded=)`."""
+        return cast("Future[FloatArray]", self.encoder().submit([a.text for a in analyses]))
+
     def vectors(
-        self, analyses: list[Analysis], *, stage: str = "accurate"
+        self, analyses: list[Analysis], *, stage: str = "accurate", embedded: FloatArray | None = None
     ) -> list[tuple[npt.NDArray[np.intp], FloatArray]]:
         """The active features of each analysis (indices, values); the sentence vectors of the whole
-        batch are computed in one call to the encoder."""
+        batch are computed in one call to the encoder (or given: `embed_later`)."""
         feats = [features(a) for a in analyses]
         if stage == "accurate" and self.embedder:
-            embedded = self.encoder().encode([a.text for a in analyses])
+            if embedded is None:
+                embedded = self.encoder().encode([a.text for a in analyses])
             feats = [
                 (sp, dense + embedding_features(v)) for (sp, dense), v in zip(feats, embedded, strict=True)
             ]
@@ -240,15 +247,18 @@ class LinearModel:
     def predict(self, a: Analysis, *, stage: str = "accurate") -> Prediction:
         return self.predict_many([a], stage=stage)[0]
 
-    def predict_many(self, analyses: list[Analysis], *, stage: str = "accurate") -> list[Prediction]:
+    def predict_many(
+        self, analyses: list[Analysis], *, stage: str = "accurate", embedded: FloatArray | None = None
+    ) -> list[Prediction]:
         """Per analysis: head → (probabilities per label, evidence: the words and phrases that pushed
         the top label most). `stage="fast"`: the fast heads, without the sentence encoder."""
         group = self._groups[stage]
         if not group.heads:
             raise ConfigError(f"model {self.version} has no {stage} heads")
+        vectors = self.vectors(analyses, stage=stage, embedded=embedded)
         return [
             group.predict(a, idx, values, self._names)
-            for a, (idx, values) in zip(analyses, self.vectors(analyses, stage=stage), strict=True)
+            for a, (idx, values) in zip(analyses, vectors, strict=True)
         ]
 
     # --- the artifact -------------------------------------------------------------------------

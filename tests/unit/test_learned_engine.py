@@ -249,6 +249,47 @@ def test_the_encoder_batches_by_length_and_keeps_the_head_and_tail(committed: Li
     assert ids[1] == encoder.ids("start")[1]
 
 
+def test_the_encoder_threads_give_every_text_the_vector_it_gets_alone(committed: LinearModel) -> None:
+    """MR_CLASSIFIER_THREADS texts run at once, each on one thread: the vectors are those of one
+    thread, bit for bit, whether encoded in one call or handed to the threads with `submit`."""
+    from shared.classify.encoder import OnnxEncoder
+
+    graph, tokenizer = committed.encoder_files()
+    texts = [
+        f"Release {i}: the export {'crashes' if i % 2 else 'works'} on boards " * (1 + i % 5)
+        for i in range(12)
+    ]
+    one = OnnxEncoder(graph, tokenizer, threads=1)
+    three = OnnxEncoder(graph, tokenizer, threads=3)
+    alone = one.encode(texts)
+    assert np.array_equal(three.encode(texts), alone)
+    assert np.array_equal(three.submit(texts[:5]).result(), alone[:5])
+    assert np.array_equal(one.submit(texts[5:]).result(), alone[5:])
+
+
+def test_the_cascade_labels_a_batch_as_it_labels_each_mention_alone(committed: LinearModel) -> None:
+    """The cascade reads a batch in chunks while the encoder works on the chunks before: the labels of
+    a batch longer than several chunks, with settled and escalated mentions mixed, are each mention's
+    own."""
+    taxonomy = Taxonomy.from_file(TAXONOMY)
+    cascade = CascadeEngine(LearnedEngine(taxonomy, committed))
+    texts = [
+        "The export crashes every single time, awful and broken!!",
+        "We moved the planning session to Thursday.",
+        "Love the new templates, they saved our workshop.",
+        "How do I reset my password? The link in the mail has expired.",
+        "Your pricing page says one thing and the invoice another.",
+        "Would be great to have a dark mode for the board view.",
+    ]
+    mentions = [
+        _mention(f"{t} ({i})") for i in range(3 * CascadeEngine.CHUNK // 2) for t in texts[i % 6 :][:1]
+    ]
+    together = cascade.classify_many(mentions)
+    assert 0 < cascade.escalated < len(mentions)
+    alone = [cascade.classify(m) for m in mentions]
+    assert [c.model_dump() for c in together] == [c.model_dump() for c in alone]
+
+
 @pytest.mark.parametrize(
     "text",
     [
