@@ -27,6 +27,7 @@ from services.api.methods import AllowedMethods
 from services.api.metrics import api_metrics
 from services.api.push import push
 from services.api.queues import queues_api
+from services.api.revalidate import Revalidation
 from services.api.routes import router, v1
 from services.api.rules import rules_api
 from services.api.sources import sources
@@ -124,6 +125,8 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             ],
             expose_headers=["ETag", "Retry-After", "Location"],
         )
+    # Added last, so it runs first: a current copy's 304 before anything else (services/api/revalidate.py).
+    app.add_middleware(Revalidation)
 
 
 def _include_routes(app: FastAPI) -> None:

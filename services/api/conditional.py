@@ -41,7 +41,10 @@ def _scope(principal: Principal) -> str:
 
 def none_match(request: Request) -> list[str] | None:
     """The tags of `If-None-Match` (opaque parts, weakness dropped; `*` as is), or None without one."""
-    header = request.headers.get("if-none-match")
+    return tags_of(request.headers.get("if-none-match"))
+
+
+def tags_of(header: str | None) -> list[str] | None:
     if header is None:
         return None
     return [t.strip().removeprefix("W/") for t in header.split(",") if t.strip()]
@@ -49,15 +52,23 @@ def none_match(request: Request) -> list[str] | None:
 
 def is_fresh(request: Request, tag: str, last_modified: datetime | None = None) -> bool:
     """Whether the client's copy (by `If-None-Match`, else by `If-Modified-Since`) is current."""
-    tags = none_match(request)
+    return fresh(
+        request.headers.get("if-none-match"), request.headers.get("if-modified-since"), tag, last_modified
+    )
+
+
+def fresh(
+    if_none_match: str | None, if_modified_since: str | None, tag: str, last_modified: datetime | None = None
+) -> bool:
+    """`is_fresh` from the two headers' values (services/api/revalidate.py has no Request)."""
+    tags = tags_of(if_none_match)
     if tags is not None:
         return "*" in tags or tag.removeprefix("W/") in tags
-    since = request.headers.get("if-modified-since")
     shown = _shown(last_modified)
-    if since is None or shown is None:
+    if if_modified_since is None or shown is None:
         return False
     try:
-        client = parsedate_to_datetime(since)
+        client = parsedate_to_datetime(if_modified_since)
     except (TypeError, ValueError, IndexError):
         return False  # not a date: ignored, as the RFC says
     if client.tzinfo is None:

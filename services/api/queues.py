@@ -10,7 +10,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -20,10 +20,14 @@ from services.api import conditional
 from services.api.auth import PrincipalDep
 from services.api.deps import SessionDep, SettingsDep
 from services.api.queries import queues as queries
+from shared.apikeys import Principal
 from shared.events import utcnow
 from shared.settings import DEPARTMENTS
 
 queues_api = APIRouter(prefix="/v1")
+
+# The window of the median time to first response, in hours: by default a week, at most 90 days.
+WINDOW_DEFAULT_H, WINDOW_MAX_H = 168, 24 * 90
 
 
 class QueueStats(BaseModel):
@@ -126,38 +130,31 @@ def _step(now: datetime, step_s: float) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % step_s, tz=UTC)
 
 
-def _statistics(request: Request) -> _Statistics:
-    """The app's statistics cache, made on first use."""
-    cache: _Statistics | None = getattr(request.app.state, "queue_statistics", None)
+def statistics_of(state: Any) -> _Statistics:
+    """The app's statistics cache (`app.state`), made on first use."""
+    cache: _Statistics | None = getattr(state, "queue_statistics", None)
     if cache is None:
-        cache = request.app.state.queue_statistics = _Statistics()
+        cache = state.queue_statistics = _Statistics()
     return cache
 
 
-@queues_api.get(
-    "/queues",
-    response_model=Queues,
-    tags=["mentions", "queues"],
-    responses={304: {"description": "Not modified: no count, overdue count, oldest or median changed"}},
-)
-async def queues(
-    request: Request,
-    session: SessionDep,
-    principal: PrincipalDep,
-    settings: SettingsDep,
-    window_hours: Annotated[
-        int, Query(ge=1, le=24 * 90, description="For the median time to first response.")
-    ] = 168,
-) -> Response:
-    """Per department the caller may read: counts by status and priority, overdue count, the age of the
-    oldest open assignment and the median time to first response.
+@dataclass(frozen=True)
+class _Figures:
+    """What a caller's queue statistics show, and their ETag."""
 
-    The counts are kept by the database as assignments change and read for every request; each API
-    process counts the overdue assignments and finds the oldest open ones at most every
-    `MR_API_QUEUE_STATS_MAX_AGE_S` (`as_of`). The `ETag` stays the same while none of the figures
-    changes (the ages grow with `as_of`): send it as `If-None-Match` to get a 304 (docs/api.md#polling)."""
-    statistics = _statistics(request)
-    snap = await statistics.current(session, settings.api_queue_stats_max_age_s)
+    snapshot: _Snapshot
+    departments: list[str]
+    by_status: dict[str, dict[str, int]]
+    by_priority: dict[str, dict[str, int]]
+    medians: dict[str, tuple[float | None, int]]
+    tag: str
+
+
+async def figures(
+    statistics: _Statistics, session: AsyncSession, step_s: float, principal: Principal, window_hours: int
+) -> _Figures:
+    """The figures of `principal`'s departments (the route's, and services/api/revalidate.py's)."""
+    snap = await statistics.current(session, step_s)
     departments = [d for d in DEPARTMENTS if d in principal.readable]
     # Current on every request (a few rows the triggers keep): a change shows at once.
     by_status, by_priority = await queries.counts(session, departments)
@@ -172,19 +169,48 @@ async def queues(
             medians.get(d),
         ]
     tag = conditional.etag(principal, parts)
+    return _Figures(snap, departments, by_status, by_priority, medians, tag)
+
+
+@queues_api.get(
+    "/queues",
+    response_model=Queues,
+    tags=["mentions", "queues"],
+    responses={304: {"description": "Not modified: no count, overdue count, oldest or median changed"}},
+)
+async def queues(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    window_hours: Annotated[
+        int, Query(ge=1, le=WINDOW_MAX_H, description="For the median time to first response.")
+    ] = WINDOW_DEFAULT_H,
+) -> Response:
+    """Per department the caller may read: counts by status and priority, overdue count, the age of the
+    oldest open assignment and the median time to first response.
+
+    The counts are kept by the database as assignments change and read for every request; each API
+    process counts the overdue assignments and finds the oldest open ones at most every
+    `MR_API_QUEUE_STATS_MAX_AGE_S` (`as_of`). The `ETag` stays the same while none of the figures
+    changes (the ages grow with `as_of`): send it as `If-None-Match` to get a 304 (docs/api.md#polling)."""
+    f = await figures(
+        statistics_of(request.app.state), session, settings.api_queue_stats_max_age_s, principal, window_hours
+    )
     # No Last-Modified: the counts change at times the API does not record.
-    if conditional.is_fresh(request, tag):
-        return conditional.not_modified(tag)
+    if conditional.is_fresh(request, f.tag):
+        return conditional.not_modified(f.tag)
+    snap, medians = f.snapshot, f.medians
     body = Queues(
         window_hours=window_hours,
         as_of=snap.as_of,
         departments=[
             QueueStats(
                 department=d,
-                total=sum(by_status[d].values()),
-                by_status=by_status[d],
-                open=sum(by_priority[d].values()),
-                open_by_priority=by_priority[d],
+                total=sum(f.by_status[d].values()),
+                by_status=f.by_status[d],
+                open=sum(f.by_priority[d].values()),
+                open_by_priority=f.by_priority[d],
                 overdue=snap.overdue.get(d, 0),
                 oldest_open_age_s=(
                     round((snap.as_of - snap.oldest[d]).total_seconds(), 1) if d in snap.oldest else None
@@ -192,7 +218,7 @@ async def queues(
                 median_first_response_s=medians.get(d, (None, 0))[0],
                 responded_in_window=medians.get(d, (None, 0))[1],
             )
-            for d in departments
+            for d in f.departments
         ],
     )
-    return conditional.json_response(body.model_dump_json().encode(), tag)
+    return conditional.json_response(body.model_dump_json().encode(), f.tag)

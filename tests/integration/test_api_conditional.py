@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devsupport.apiclient import api_client
+from devsupport.apiclient import ApiClient, api_client
 from devsupport.factories import TEMPLATES, classified_event
 from services.api import conditional
 from services.router.service import RouterService
@@ -30,8 +30,11 @@ N = len(TEMPLATES) * 2
 
 
 class World:
-    def __init__(self, api: httpx.AsyncClient, router: RouterService, keys: dict[str, str]) -> None:
+    def __init__(
+        self, api: ApiClient, router: RouterService, keys: dict[str, str], database: str = "postgres"
+    ) -> None:
         self.api = api
+        self.database = database
         self.router = router
         self.keys = keys
         self.offset = N
@@ -66,7 +69,7 @@ async def world(request: pytest.FixtureRequest, pg_url: str, sqlite_url: str) ->
             for name, scopes in {"admin": ["admin"], "support": ["write:support"], "pr": ["read:pr"]}.items():
                 keys[name] = (await create_key(session, name=name, scopes=scopes, created_by="test")).key
             await session.commit()
-        w = World(api, router, keys)
+        w = World(api, router, keys, request.param)
         for i in range(N):
             await w.route(i)
         yield w
@@ -141,13 +144,14 @@ async def test_a_mention_turns_stale_when_its_assignment_becomes_overdue(world: 
     late = due + timedelta(seconds=1)
 
     import services.api.mentions as mentions_route
+    import services.api.revalidate as early_check
 
     real = mentions_route.utcnow
-    mentions_route.utcnow = lambda: late  # type: ignore[assignment]
+    mentions_route.utcnow = early_check.utcnow = lambda: late  # type: ignore[assignment]
     try:
         after = await _revalidate(w, path, first.headers["etag"])
     finally:
-        mentions_route.utcnow = real  # type: ignore[assignment]
+        mentions_route.utcnow = early_check.utcnow = real  # type: ignore[assignment]
     assert after.status_code == 200
     assert any(a["overdue"] for a in after.json()["assignments"])
 
@@ -250,6 +254,71 @@ async def test_queue_counts_are_current_and_the_rest_is_read_once_per_step(world
     if first["as_of"] == second["as_of"]:  # the 300 s step did not end between the two requests
         assert support(second)["overdue"] == support(first)["overdue"]
         assert support(second)["oldest_open_age_s"] == support(first)["oldest_open_age_s"]
+
+
+def _early(w: World) -> int:
+    return int(getattr(w.api.app.state, "revalidated_early", 0))
+
+
+async def test_a_current_copy_is_answered_in_front_of_the_framework(world: World) -> None:
+    """On PostgreSQL the 304 of a mention and of the queue statistics comes from services/api/revalidate.py
+    (the route never runs); on SQLite, and in every case the early check leaves alone, from the route:
+    the same answer either way."""
+    w = world
+    mention_id, _ = await _support_mention(w)
+    path = f"/v1/mentions/{mention_id}"
+    first = await w.get(path)
+    tag, queues_tag = first.headers["etag"], (await w.get("/v1/queues")).headers["etag"]
+    before = _early(w)
+    r = await _revalidate(w, path, tag)
+    assert r.status_code == 304 and r.content == b""
+    assert r.headers["etag"] == tag and r.headers["cache-control"] == conditional.CACHE_CONTROL
+    assert (await _revalidate(w, "/v1/queues", queues_tag)).status_code == 304
+    assert (await _revalidate(w, "/v1/queues?window_hours=168", queues_tag)).status_code == 304
+    assert _early(w) == before + (3 if w.database == "postgres" else 0)
+
+    # Left to the route, which answers each as before: a copy that is not current, a query the early
+    # check does not read, a CORS request, a mention the key cannot see, a key it has not checked yet.
+    before = _early(w)
+    assert (await _revalidate(w, path, 'W/"old"')).status_code == 200
+    assert (await _revalidate(w, "/v1/queues?window_hours=168&x=1", queues_tag)).status_code == 304
+    assert (await w.get(path, **{"If-None-Match": tag, "Origin": "http://desk.example"})).status_code == 304
+    assert (await _revalidate(w, "/v1/mentions/" + "0" * 32, "*")).status_code == 404
+    created = await w.api.post(
+        "/v1/keys",
+        json={"name": "poller", "scopes": ["admin"]},
+        headers={"Authorization": f"Bearer {w.keys['admin']}"},
+    )
+    w.keys["poller"] = created.json()["key"]
+    assert (await _revalidate(w, path, tag, "poller")).status_code == 304
+    assert _early(w) == before
+    # Checked once by the route, the key is known to the early check; revoked, it is not.
+    assert (await _revalidate(w, path, tag, "poller")).status_code == 304
+    assert _early(w) == before + (1 if w.database == "postgres" else 0)
+    revoked = await w.api.delete(
+        f"/v1/keys/{created.json()['id']}", headers={"Authorization": f"Bearer {w.keys['admin']}"}
+    )
+    assert revoked.status_code == 204
+    assert (await _revalidate(w, path, tag, "poller")).status_code == 401
+    bad = await w.api.get(
+        path, headers={"Authorization": "Bearer mr_00000000_" + "x" * 24, "If-None-Match": "*"}
+    )
+    assert bad.status_code == 401
+
+
+async def test_a_conditional_request_counts_once_against_the_rate_limit(world: World) -> None:
+    w = world
+    guard = w.api.app.state.guard
+    guard.settings = guard.settings.model_copy(
+        update={"api_rate_limit_per_s": 0.001, "api_rate_limit_burst": 3}
+    )
+    mention_id, _ = await _support_mention(w)  # the first of three
+    path = f"/v1/mentions/{mention_id}"
+    await w.get(path)  # the second
+    # The third: the early check counts it, finds the copy stale and leaves it to the route.
+    assert (await _revalidate(w, path, 'W/"old"')).status_code == 200
+    refused = await _revalidate(w, path, 'W/"old"')
+    assert refused.status_code == 429 and "retry-after" in refused.headers
 
 
 def test_tags_differ_by_scope_and_parts() -> None:
