@@ -539,7 +539,7 @@ class Settings(BaseSettings):
     )
     log_json: bool = Field(
         default=False,
-        description="Log JSON lines instead of text.",
+        description="Log JSON lines instead of text (every line, the API's access log included).",
     )
 
     def topic(self, name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import uvicorn
 
@@ -17,7 +18,15 @@ async def serve(settings: Settings) -> None:
     """The REST API on MR_API_HOST:MR_API_PORT until SIGTERM."""
     await check_kafka_access(settings, "api")
     server = QuietSignalsServer(
-        uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="info")
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.api_host,
+            port=settings.api_port,
+            # uvicorn's lines (start-up, access log) go to the handler every service sets up, in its format
+            # (MR_LOG_JSON) and at its level (MR_LOG_LEVEL), not through uvicorn's own plain handlers.
+            log_config=None,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
     )
     stop = asyncio.Event()
     install_stop_signals(stop)
