@@ -43,7 +43,8 @@ def _serve_one_request(tmp_path: Path, pg_url: str, **env: str) -> list[str]:
                 pass
             assert time.monotonic() < deadline, procs.tail("api")
             time.sleep(0.2)
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz?api_key=secret-value", timeout=5).status_code == 200
+        healthz = httpx.get(f"http://127.0.0.1:{port}/healthz?api_key=secret-value", timeout=5)
+        assert healthz.status_code == 200
     finally:
         assert procs.stop() == {"api": 0}
     return (tmp_path / "api.log").read_text().splitlines()
