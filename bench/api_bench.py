@@ -51,6 +51,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -432,6 +433,11 @@ def _phase_result(
     }
     if rate is not None:
         phase["achieved_per_s"] = round(n / timing["finished_s"], 1)
+    # A revalidation phase is worth reading only with its share of 304s (a figure that moved meanwhile,
+    # such as an overdue count, makes the copy stale: a full answer).
+    phase["statuses"] = {
+        str(code): count for code, count in sorted(Counter(s.status for s in samples).items())
+    }
     errors = [s for s in samples if s.status not in OK]
     if errors:
         phase["first_errors"] = [
@@ -497,6 +503,8 @@ def table(result: dict[str, Any]) -> str:
     lines = [head]
     for phase, p in result["phases"].items():
         cpu = ", ".join(f"{k} {v:.2f}" for k, v in p["cpu_ms_per_request"].items())
+        if "304" in p.get("statuses", {}):
+            cpu += f"; 304 for {100 * p['statuses']['304'] / max(1, p['requests']):.0f} %"
         if p["loop"] == "closed":
             lines.append(
                 f"  {phase}: closed loop, {result['parameters']['workers']} clients: "

@@ -23,6 +23,9 @@ from shared.apikeys import Principal
 
 # Every conditional answer may be stored by the client, and must be revalidated before each use.
 CACHE_CONTROL = "private, no-cache"
+# Set in a request's ASGI scope by services/api/revalidate.py when it found the client's copy stale: what
+# it read (True, or the queue figures), so that the route does not read it again.
+STALE_COPY = "mention_router.stale_copy"
 
 
 def etag(principal: Principal, parts: Iterable[object]) -> str:

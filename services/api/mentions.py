@@ -97,7 +97,9 @@ async def get_mention(
     `ETag` and `Last-Modified` change with any of those (and when an assignment becomes overdue); a
     conditional request whose copy is current gets a 304 (docs/api.md#polling)."""
     now = utcnow()
-    if conditional.none_match(request) is not None or "if-modified-since" in request.headers:
+    # (A copy services/api/revalidate.py found stale is not checked again.)
+    conditional_get = conditional.none_match(request) is not None or "if-modified-since" in request.headers
+    if conditional_get and not request.scope.get(conditional.STALE_COPY):
         state = await validators.detail_state(session, principal, mention_id)
         if state is not None:
             tag, modified = validators.detail_tag(principal, mention_id, state, now)

@@ -147,6 +147,7 @@ class _Figures:
     by_status: dict[str, dict[str, int]]
     by_priority: dict[str, dict[str, int]]
     medians: dict[str, tuple[float | None, int]]
+    window_hours: int
     tag: str
 
 
@@ -169,7 +170,7 @@ async def figures(
             medians.get(d),
         ]
     tag = conditional.etag(principal, parts)
-    return _Figures(snap, departments, by_status, by_priority, medians, tag)
+    return _Figures(snap, departments, by_status, by_priority, medians, window_hours, tag)
 
 
 @queues_api.get(
@@ -194,9 +195,15 @@ async def queues(
     process counts the overdue assignments and finds the oldest open ones at most every
     `MR_API_QUEUE_STATS_MAX_AGE_S` (`as_of`). The `ETag` stays the same while none of the figures
     changes (the ages grow with `as_of`): send it as `If-None-Match` to get a 304 (docs/api.md#polling)."""
-    f = await figures(
-        statistics_of(request.app.state), session, settings.api_queue_stats_max_age_s, principal, window_hours
-    )
+    f = request.scope.get(conditional.STALE_COPY)  # read by services/api/revalidate.py already
+    if not isinstance(f, _Figures) or f.window_hours != window_hours:
+        f = await figures(
+            statistics_of(request.app.state),
+            session,
+            settings.api_queue_stats_max_age_s,
+            principal,
+            window_hours,
+        )
     # No Last-Modified: the counts change at times the API does not record.
     if conditional.is_fresh(request, f.tag):
         return conditional.not_modified(f.tag)

@@ -85,14 +85,14 @@ class Revalidation:
                     if window is None:
                         return None
                     step = state.settings.api_queue_stats_max_age_s
-                    tag, modified = (
-                        (await figures(statistics_of(state), session, step, principal, window)).tag,
-                        None,
-                    )
-        except Exception:
+                    read = await figures(statistics_of(state), session, step, principal, window)
+                    tag, modified = read.tag, None
+        except Exception:  # the route answers every failure (404, 503, ...) in full
             log.debug("revalidation of %s left to the route", path, exc_info=True)
             return None
         if not conditional.fresh(none_match, since, tag, modified):
+            # Stale: the route answers in full, without reading again what was read here.
+            scope[conditional.STALE_COPY] = True if mention is not None else read
             return None
         return [(k.lower().encode(), v.encode()) for k, v in conditional.headers(tag, modified).items()]
 

@@ -306,6 +306,35 @@ async def test_a_current_copy_is_answered_in_front_of_the_framework(world: World
     assert bad.status_code == 401
 
 
+async def test_a_stale_copy_is_read_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the early check read to find a copy stale is not read again by the route (one detail state,
+    one set of queue figures per request), and the answer is the full one."""
+    import services.api.queues as queues_route
+    from services.api.queries import validators
+
+    w = world
+    calls: dict[str, int] = {"state": 0, "figures": 0}
+    real_state, real_figures = validators.detail_state, queues_route.figures
+
+    async def state(*args: Any) -> Any:
+        calls["state"] += 1
+        return await real_state(*args)
+
+    async def figures(*args: Any) -> Any:
+        calls["figures"] += 1
+        return await real_figures(*args)
+
+    monkeypatch.setattr(validators, "detail_state", state)
+    monkeypatch.setattr(queues_route, "figures", figures)  # the route's reading, not the early check's
+    mention_id, _ = await _support_mention(w)
+    stale = await _revalidate(w, f"/v1/mentions/{mention_id}", 'W/"old"')
+    assert stale.status_code == 200 and stale.json()["id"] == mention_id
+    assert calls["state"] == 1
+    queues = await _revalidate(w, "/v1/queues", 'W/"old"')
+    assert queues.status_code == 200 and queues.json()["departments"]
+    assert calls["figures"] == (0 if w.database == "postgres" else 1)
+
+
 async def test_a_conditional_request_counts_once_against_the_rate_limit(world: World) -> None:
     w = world
     guard = w.api.app.state.guard
