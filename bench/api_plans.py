@@ -49,7 +49,7 @@ def _cases(catalog: Catalog) -> list[tuple[str, Any, _Call]]:
         f = Filters.model_validate(params)
 
         async def call(session: Any, p: Principal) -> Any:
-            request: Any = SimpleNamespace(headers={})
+            request: Any = SimpleNamespace(headers={}, scope={})
             return await list_mentions(
                 request=request,
                 session=session,
@@ -80,7 +80,7 @@ def _cases(catalog: Catalog) -> list[tuple[str, Any, _Call]]:
 
     async def queue_stats(session: Any, p: Principal) -> Any:
         # A fresh app state each time: the median (cached per process for a minute) is computed too.
-        request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()), headers={})
+        request: Any = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace()), headers={}, scope={})
         settings = Settings().model_copy(update={"api_queue_stats_max_age_s": 0})
         return await queues(
             request=request, session=session, principal=p, settings=settings, window_hours=168
@@ -90,7 +90,7 @@ def _cases(catalog: Catalog) -> list[tuple[str, Any, _Call]]:
     cases.append((f"queues: {SCOPED_DEPARTMENT} key", scoped, queue_stats))
 
     async def detail(session: Any, p: Principal) -> Any:
-        request: Any = SimpleNamespace(headers={})
+        request: Any = SimpleNamespace(headers={}, scope={})
         return await get_mention(
             request=request, session=session, principal=p, mention_id=catalog.admin_ids[0]
         )
