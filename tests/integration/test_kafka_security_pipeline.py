@@ -73,10 +73,12 @@ def _pushed(i: int) -> dict[str, object]:
 
 
 async def _stored(url: str) -> tuple[set[str], Results]:
-    """The URLs of the stored mentions, and the departments of each one assigned."""
+    """The URLs of the stored mentions, and the departments of each one assigned, from one snapshot (the
+    router may commit a batch between the two reads: an assignment of a mention the first did not see)."""
     engine = create_engine(url)
     try:
-        async with engine.connect() as conn:
+        async with engine.connect() as plain:
+            conn = await plain.execution_options(isolation_level="REPEATABLE READ")
             urls = dict((await conn.execute(select(MentionRow.id, MentionRow.url))).all())
             rows = (await conn.execute(select(AssignmentRow.mention_id, AssignmentRow.department))).all()
     finally:
