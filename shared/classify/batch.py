@@ -7,8 +7,11 @@ Input lines: `id`, `title`, `text`, optional `author`, `source`, `kind` (post/co
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -106,14 +109,29 @@ def labels_of(c: Classification) -> dict[str, Any]:
 
 
 # Lines classified together: the cascade reads the next mentions while the encoder runs on the unsure
-# ones of those before (CascadeEngine.CHUNK at a time), so a call keeps both cores busy.
+# ones of those before (CascadeEngine.CHUNK at a time), so a long call keeps both cores busy (2,000
+# lines: 133/s in calls of 64, 155/s in calls of 1,024). A pipe or a terminal gets its answers 64 lines at
+# a time: a stream written slowly (`tail -f … | mention-router classify`) is not held back for 1,024.
 BATCH_LINES = 1024
+STREAM_BATCH_LINES = 64
+
+
+def batch_lines_for(source: IO[str]) -> int:
+    """How many lines of `source` to classify together: BATCH_LINES for a regular file, else
+    STREAM_BATCH_LINES."""
+    try:
+        regular = stat.S_ISREG(os.fstat(source.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):  # no file descriptor (a StringIO)
+        return BATCH_LINES
+    return BATCH_LINES if regular else STREAM_BATCH_LINES
 
 
 def classify_stream(
     engine: Engine, rules: RuleSet | None, source: IO[str], sink: IO[str], *, errors: IO[str]
 ) -> tuple[int, int]:
-    """Classify every line of `source` into `sink`, in order; returns (classified, refused)."""
+    """Classify every line of `source` into `sink`, in order, `batch_lines_for(source)` lines at a time;
+    returns (classified, refused)."""
+    batch = batch_lines_for(source)
     done = refused = 0
     pending: list[tuple[dict[str, Any], Mention]] = []
 
@@ -144,8 +162,9 @@ def classify_stream(
             errors.write(f"line {n}: {exc}\n")
             refused += 1
             continue
-        if len(pending) >= BATCH_LINES:
+        if len(pending) >= batch:
             flush()
+            sink.flush()
     if pending:
         flush()
     return done, refused

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from services.cli import main
 from shared.classify.evaluation import format_report, score_field
+from shared.settings import REPO_ROOT
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -157,3 +162,44 @@ def test_classify_with_no_settings_uses_the_cascade_and_keeps_the_order_of_the_l
     assert by_id["d"]["sentiment"] == "negative" and "rnd" in by_id["d"]["departments"]
     assert by_id["e"]["sentiment"] == "positive"
     assert by_id["b"]["departments"] == ["support"]
+
+
+def test_a_file_is_read_in_long_calls_and_a_pipe_in_short_ones(tmp_path: Path) -> None:
+    from shared.classify.batch import BATCH_LINES, STREAM_BATCH_LINES, batch_lines_for
+
+    path = tmp_path / "in.jsonl"
+    path.write_text("{}\n", encoding="utf-8")
+    with path.open(encoding="utf-8") as f:
+        assert batch_lines_for(f) == BATCH_LINES
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as f:
+        assert batch_lines_for(f) == STREAM_BATCH_LINES < BATCH_LINES
+    assert batch_lines_for(io.StringIO("{}\n")) == BATCH_LINES
+
+
+def test_a_slow_stream_gets_its_answers_without_waiting_for_the_end() -> None:
+    """`… | mention-router classify`: the first lines of a stream still being written are answered
+    while it goes on (a pipe is classified STREAM_BATCH_LINES at a time and the answers flushed)."""
+    from shared.classify.batch import STREAM_BATCH_LINES
+
+    exe = Path(sys.executable).with_name("mention-router")
+    command = [str(exe), "classify", "--engine", "rules"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        stdout = proc.stdout
+        for i in range(STREAM_BATCH_LINES):
+            proc.stdin.write(json.dumps({"id": f"s{i}", "text": "The export to PDF crashes."}) + "\n")
+        proc.stdin.flush()  # and the stream stays open
+        answered: list[str] = []
+        reader = threading.Thread(target=lambda: answered.extend(stdout.readline() for _ in range(2)))
+        reader.start()
+        reader.join(timeout=60)
+        alive = reader.is_alive()
+        proc.stdin.close()
+        proc.wait(timeout=60)
+    assert not alive, "no answer while the stream was still open"
+    assert [json.loads(line)["id"] for line in answered] == ["s0", "s1"]
+    assert proc.returncode == 0
