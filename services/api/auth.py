@@ -62,10 +62,10 @@ class Guard:
         return None
 
     async def principal(self, sessions: async_sessionmaker[AsyncSession], key: str) -> Principal | None:
+        known = self.cached(key)
+        if known is not None:
+            return known
         now = self.clock()
-        cached = self._cache.get(key)
-        if cached is not None and now < cached[0]:
-            return cached[1]
         generation = self._generation
         async with sessions() as session:
             found = await authenticate(session, key)
@@ -134,6 +134,11 @@ def key_of(authorization: str | None, x_api_key: str | None) -> str | None:
     return value.strip()
 
 
+def rate_key(principal: Principal, client_host: str | None) -> str:
+    """Whose token bucket a request draws on: its key's, or (without authentication) its address's."""
+    return f"key:{principal.key_id}" if principal.key_id is not None else f"ip:{client_host or '-'}"
+
+
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
@@ -146,7 +151,6 @@ async def get_principal(
     guard: Guard = request.app.state.guard
     if not guard.settings.api_auth:
         principal = ANONYMOUS_ADMIN
-        who = f"ip:{request.client.host if request.client else '-'}"
     else:
         key = key_of(authorization, x_api_key)
         if key is None:
@@ -157,8 +161,8 @@ async def get_principal(
         if found is None:
             raise _unauthorized("the API key is unknown, revoked or expired")
         principal = found
-        who = f"key:{found.key_id}"
     # services/api/revalidate.py may have counted this request already, then passed it on.
+    who = rate_key(principal, request.client.host if request.client else None)
     wait = 0.0 if request.scope.get(RATE_COUNTED) else guard.allow(who)
     if wait > 0:
         raise HTTPException(

@@ -25,7 +25,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api import conditional
-from services.api.auth import RATE_COUNTED, Guard, key_of
+from services.api.auth import RATE_COUNTED, Guard, key_of, rate_key
 from services.api.queries import validators
 from services.api.queues import WINDOW_DEFAULT_H, WINDOW_MAX_H, figures, statistics_of
 from shared.apikeys import ANONYMOUS_ADMIN, Principal
@@ -113,15 +113,15 @@ def _principal(guard: Guard, headers: Mapping[str, str], scope: Scope) -> Princi
     """Who asks, if that is known without the database and the rate limit lets the request through (it
     is then counted, and marked so that the route does not count it again)."""
     if not guard.settings.api_auth:
-        client: Any = scope.get("client")
-        principal, who = ANONYMOUS_ADMIN, f"ip:{client[0] if client else '-'}"
+        principal = ANONYMOUS_ADMIN
     else:
         key = key_of(headers.get("authorization"), headers.get("x-api-key"))
         found = guard.cached(key) if key else None
         if found is None:
             return None
-        principal, who = found, f"key:{found.key_id}"
-    if guard.allow(who) > 0:
+        principal = found
+    client: Any = scope.get("client")
+    if guard.allow(rate_key(principal, client[0] if client else None)) > 0:
         return None
     scope[RATE_COUNTED] = True
     return principal
