@@ -160,7 +160,7 @@ class CascadePolicy:
 class CascadeEngine:
     """Both stages of one model: the fast heads (n-grams, lexicon and taxonomy features) answer where
     they are sure, and the accurate heads (the same features plus the fine-tuned encoder's sentence
-    vector) answer the rest, in one encoder batch per call."""
+    vector) answer the rest, their texts encoded on the encoder's threads while the next are read."""
 
     name = "cascade"
     # Mentions per step of the fast stage: small enough that the encoder starts early, large enough that
