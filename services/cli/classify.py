@@ -109,6 +109,13 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the corpora's weight in the fine-tuning loss: by size (default), by its square root, or equal",
     )
     train.add_argument(
+        "--validation-split",
+        choices=["document", "sentence"],
+        default="document",
+        help="draw the validation tenth by whole documents (a review's sentences and a mention's "
+        "near-duplicates together; default) or example by example (how minilm-v3 was trained)",
+    )
+    train.add_argument(
         "--finetune-epochs",
         type=int,
         default=2,
@@ -195,6 +202,7 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         distil=not args.no_distil,
         max_tokens=args.max_tokens,
         tweets=args.tweets,
+        validation_split=args.validation_split,
     )
     model = train(options, out=out)
     print(f"{out}: model {model.version}, {len(model.vocabulary)} features")  # noqa: T201

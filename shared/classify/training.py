@@ -26,14 +26,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shared.classify.corpus import WEIGHTS, Corpus, Example, load_corpus, write_holdout
+from shared.classify.corpus import WEIGHTS, Corpus, Example, load_corpus, validation_rows, write_holdout
 from shared.classify.engine import Analysis, RuleEngine
 from shared.classify.heads import (
     _analyse,
@@ -84,6 +83,9 @@ class TrainingOptions:
     # the fast heads learn the accurate heads' answers (on every text) rather than the labels: the cascade
     # then settles more mentions at the same agreement
     distil: bool = True
+    # how the validation tenth is drawn: whole documents ("document") or example by example ("sentence",
+    # the split of the committed minilm-v3); see corpus.validation_rows
+    validation_split: str = "document"
 
 
 # Texts whose tuned-encoder vectors (computed by torch) are stored in a fine-tuned artifact, so a test can
@@ -98,16 +100,18 @@ ENCODER_CHECK_TEXTS = (
 def train(options: TrainingOptions, *, out: Path) -> LinearModel:
     """The model artifact: fast heads (n-grams, lexicon, taxonomy) and, with `finetune`, the tuned
     encoder and accurate heads that also read its sentence vectors, with the cascade's policy."""
-    rng = random.Random(options.seed)
     # The rule engine's scores and topics are features, so the model is trained with the taxonomy in use.
     taxonomy = Taxonomy.from_file(options.taxonomy_file or REPO_ROOT / "config" / "taxonomy.yaml")
     corpus = load_corpus(options)
     examples = corpus.examples
     log.info("training on %s", corpus.counts)
     analyses = _analyse(RuleEngine(taxonomy), examples)
-    # A validation tenth of the training data chooses what is chosen (and is not fine-tuned on, so that
-    # the choice is made on text the encoder has not seen).
-    is_val = np.asarray([rng.random() < 0.1 for _ in examples])
+    # A validation tenth of the training documents chooses what is chosen (and is not fine-tuned on, so
+    # that the choice is made on text the encoder has not seen).
+    is_val = np.asarray(validation_rows(examples, options.validation_split, options.seed))
+    log.info(
+        "validation rows: %d of %d (split by %s)", int(is_val.sum()), len(examples), options.validation_split
+    )
     weights = np.asarray([WEIGHTS[ex.source] for ex in examples], dtype=np.float64)
     report: dict[str, Any] = {"examples": corpus.counts, "validation": {}}
 
