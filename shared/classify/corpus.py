@@ -66,9 +66,8 @@ NEAR_DUPLICATE = 0.5
 def validation_rows(examples: list[Example], how: str = "document", seed: int = 13) -> list[bool]:
     """Which examples are the validation tenth. "document": whole documents, drawn by a hash of their
     key (`document_of`): a SemEval review's sentences together, and the project's mentions together with
-    their near-duplicates — drawn sentence by sentence, the rest of a review and a reworded mention stay
-    in the training rows, and the word features recognise the validation rows by their product's and
-    writer's words (they scored the words alone 0.82 there against 0.57-0.64 on held-out text).
+    their near-duplicates. Drawn sentence by sentence, the rest of a review and a reworded mention stay
+    in the training rows, where the word features learn the validation rows' product and writer.
     "sentence": each example by itself at random (the split the committed minilm-v3 model was trained
     with)."""
     if how == "sentence":
