@@ -87,10 +87,10 @@ def document_of(example: Example) -> str:
 
 def _document_keys(examples: list[Example]) -> list[str]:
     """Each example's document; the project's mentions and corrections that are near-duplicates of each
-    other (word-3-shingle Jaccard above NEAR_DUPLICATE) share the key of the first of them."""
+    other (word-3-shingle Jaccard above NEAR_DUPLICATE) share the key of the first of them. Only texts
+    that share a shingle are compared."""
     keys = [document_of(ex) for ex in examples]
     own = [i for i, ex in enumerate(examples) if ex.source in ("project", "correction")]
-    shingles = {i: _shingles(f"{examples[i].title} {examples[i].text}") for i in own}
     parent = {i: i for i in own}
 
     def root(i: int) -> int:
@@ -99,19 +99,29 @@ def _document_keys(examples: list[Example]) -> list[str]:
             i = parent[i]
         return i
 
-    for n, i in enumerate(own):
-        for j in own[:n]:
-            a, b = shingles[i], shingles[j]
-            if a and b and len(a & b) / len(a | b) > NEAR_DUPLICATE:
-                parent[root(i)] = root(j)
+    texts: dict[int, frozenset[tuple[str, ...]]] = {}
+    having: dict[tuple[str, ...], list[int]] = {}  # shingle → the texts before that have it
+    for i in own:
+        mine = texts[i] = shingles(f"{examples[i].title} {examples[i].text}")
+        for j in {j for s in mine for j in having.get(s, ())}:
+            if jaccard(mine, texts[j]) > NEAR_DUPLICATE:
+                a, b = root(i), root(j)
+                parent[max(a, b)] = min(a, b)  # a group's root is its first text
+        for s in mine:
+            having.setdefault(s, []).append(i)
     for i in own:
         keys[i] = keys[root(i)]
     return keys
 
 
-def _shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
+def shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
+    """The text's runs of n words (lowercased), the unit of the near-duplicate measure."""
     words = re.findall(r"\w+", text.lower())
     return frozenset(tuple(words[i : i + n]) for i in range(max(1, len(words) - n + 1)))
+
+
+def jaccard(a: frozenset[tuple[str, ...]], b: frozenset[tuple[str, ...]]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
 
 
 def semeval_department(category: str, *, restaurants: bool) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shared.classify import Taxonomy
+from shared.classify.corpus import jaccard, shingles
 from shared.classify.language import detect_language
 from shared.settings import DEPARTMENTS, REPO_ROOT
 
@@ -70,11 +71,8 @@ def test_the_test_set_is_frozen() -> None:
     assert hashlib.sha256((FOLDER / "test.jsonl").read_bytes()).hexdigest() == TEST_SET_SHA256
 
 
-def _shingles(row: dict[str, Any], n: int = 3) -> frozenset[tuple[str, ...]]:
-    import re
-
-    words = re.findall(r"\w+", f"{row['title']} {row['text']}".lower())
-    return frozenset(tuple(words[i : i + n]) for i in range(max(1, len(words) - n + 1)))
+def _shingles(row: dict[str, Any]) -> frozenset[tuple[str, ...]]:
+    return shingles(f"{row['title']} {row['text']}")
 
 
 def test_no_training_mention_is_a_near_duplicate_of_a_test_mention(
@@ -86,7 +84,7 @@ def test_no_training_mention_is_a_near_duplicate_of_a_test_mention(
     for row in test:
         mine = _shingles(row)
         for other, theirs in zip(train, train_shingles, strict=True):
-            if len(mine & theirs) / len(mine | theirs) > 0.5:
+            if jaccard(mine, theirs) > 0.5:  # the measure, whatever training uses
                 close.append((row["id"], other["id"]))
     assert not close
 
