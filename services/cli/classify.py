@@ -113,7 +113,8 @@ def _add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         choices=["document", "sentence"],
         default="document",
         help="draw the validation tenth by whole documents (a review's sentences and a mention's "
-        "near-duplicates together; default) or example by example (how minilm-v3 was trained)",
+        "near-duplicates together; default) or example by example (how minilm-v3, before minilm-v3.1, "
+        "was trained)",
     )
     train.add_argument(
         "--finetune-epochs",

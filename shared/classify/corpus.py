@@ -68,8 +68,8 @@ def validation_rows(examples: list[Example], how: str = "document", seed: int = 
     key (`document_of`): a SemEval review's sentences together, and the project's mentions together with
     their near-duplicates. Drawn sentence by sentence, the rest of a review and a reworded mention stay
     in the training rows, where the word features learn the validation rows' product and writer.
-    "sentence": each example by itself at random (the split the committed minilm-v3 model was trained
-    with)."""
+    "sentence": each example by itself at random (the split minilm-v3, the model before minilm-v3.1,
+    was trained with)."""
     if how == "sentence":
         rng = random.Random(seed)
         return [rng.random() < VALIDATION_SHARE for _ in examples]

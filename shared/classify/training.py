@@ -84,7 +84,7 @@ class TrainingOptions:
     # then settles more mentions at the same agreement
     distil: bool = True
     # how the validation tenth is drawn: whole documents ("document") or example by example ("sentence",
-    # the split of the committed minilm-v3); see corpus.validation_rows
+    # the split of minilm-v3, the model before minilm-v3.1); see corpus.validation_rows
     validation_split: str = "document"
 
 
